@@ -1,0 +1,37 @@
+"""The FastAPI application, built by a factory from settings (nothing happens at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.context import Context
+from api.routes import accounts, commands, ops
+from shared.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, context: Context | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context or Context.build(settings or get_settings())
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                ctx.close()
+
+    app = FastAPI(
+        title="ledgerq",
+        version="1",
+        summary="Ordered, exactly-once balance commands over a double-entry ledger",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(accounts.router)
+    app.include_router(commands.router)
+    app.include_router(ops.router)
+    return app

@@ -1,0 +1,26 @@
+"""`ledgerq api`: serve HTTP with uvicorn."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from shared.errors import ConfigurationError
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes")
+def api(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API."""
+    from api.app import create_app
+
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+        else:
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                        access_log=False)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,45 @@
+"""FastAPI dependencies: the context, and keys with a required scope (as `Annotated` aliases)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from api.context import Context
+from shared.apikeys import ApiKey, authenticate
+from shared.errors import Forbidden, Unauthorized
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def _require(scope: str):  # type: ignore[no-untyped-def]
+    async def dependency(
+        ctx: ContextDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> ApiKey:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthorized("send `Authorization: Bearer <key>`")
+        key = await run_in_threadpool(authenticate, ctx.engine, credentials.credentials)
+        if key is None:
+            raise Unauthorized("unknown or revoked API key")
+        if not key.allows(scope):
+            raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
+        return key
+
+    return dependency
+
+
+ReadKey = Annotated[ApiKey, Depends(_require("read"))]
+WriteKey = Annotated[ApiKey, Depends(_require("write"))]
+AdminKey = Annotated[ApiKey, Depends(_require("admin"))]

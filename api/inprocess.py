@@ -1,0 +1,55 @@
+"""The in-process client for Python backends that share ledgerq's Postgres and Redis.
+
+Same validation, claim and enqueue as the HTTP API, without HTTP:
+
+    client = LedgerClient.from_settings(Settings())
+    client.submit({"id": "order-42", "type": "deposit", "account_id": "alice",
+                   "amount": 5000, "currency": "USD"})
+    client.wait("order-42", timeout_s=5)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from api.body import validate
+from api.context import Context
+from api.submit import Submitted, submit
+from shared.commands import COMMAND_ADAPTER
+from shared.schema import FINAL_STATUSES, commands
+from shared.settings import Settings
+
+POLL_S_MAX = 0.2
+
+
+class LedgerClient:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LedgerClient:
+        return cls(Context.build(settings))
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def submit(self, command: dict[str, Any]) -> Submitted:
+        """Validate and enqueue one command; raises a `shared.errors.RequestError` on bad input."""
+        return submit(self.ctx, validate(COMMAND_ADAPTER, command))
+
+    def status(self, command_id: str) -> dict[str, Any] | None:
+        with self.ctx.engine.connect() as conn:
+            row = conn.execute(commands.select().where(commands.c.id == command_id)).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    def wait(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Poll until the command is final or `timeout_s` passes; returns the last row seen."""
+        deadline = time.monotonic() + timeout_s
+        delay_s = 0.01
+        while True:
+            row = self.status(command_id)
+            if row is None or row["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
+                return row
+            time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+            delay_s = min(delay_s * 2, POLL_S_MAX)

@@ -1,0 +1,44 @@
+"""Prometheus metrics (first version): per-partition queue depth, lag and ownership, read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shared.observe import partition_states
+
+if TYPE_CHECKING:
+    from api.context import Context
+
+
+class PartitionCollector(Collector):
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("ledgerq_queue_depth", "Commands waiting in the partition's queue",
+                                  labels=["partition"])
+        inflight = GaugeMetricFamily("ledgerq_inflight", "Commands taken by the owner, not yet completed",
+                                     labels=["partition"])
+        lag = GaugeMetricFamily("ledgerq_queue_lag_seconds", "Age of the oldest unfinished command",
+                                labels=["partition"])
+        owned = GaugeMetricFamily("ledgerq_partition_owned", "1 if a worker holds the partition's lease",
+                                  labels=["partition"])
+        for state in partition_states(self.ctx.redis, self.ctx.settings.partitions):
+            label = [str(state.partition)]
+            depth.add_metric(label, state.queued)
+            inflight.add_metric(label, state.inflight)
+            lag.add_metric(label, state.oldest_age_s or 0.0)
+            owned.add_metric(label, 1.0 if state.owner else 0.0)
+        yield from (depth, inflight, lag, owned)
+
+
+def registry_for(ctx: Context) -> CollectorRegistry:
+    if ctx.metrics_registry is None:
+        ctx.metrics_registry = CollectorRegistry()
+        ctx.metrics_registry.register(PartitionCollector(ctx))
+    return ctx.metrics_registry

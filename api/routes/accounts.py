@@ -1,0 +1,120 @@
+"""Accounts: create (idempotent on the same body), read, and page through entries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from starlette.concurrency import run_in_threadpool
+
+from api.body import json_object, validate
+from api.context import Context
+from api.deps import ContextDep, ReadKey, WriteKey
+from api.models import AccountOut, EntriesOut
+from shared.apikeys import ApiKey
+from shared.commands import NewAccount
+from shared.errors import Conflict, NotFound
+from shared.schema import accounts, entries
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+LIMIT_MAX = 1000
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AccountOut,
+    responses={200: {"model": AccountOut, "description": "the same account already exists"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": NewAccount.model_json_schema()}}}},
+)
+async def create_account(request: Request, response: Response, ctx: ContextDep, key: WriteKey) -> dict[str, Any]:
+    new = validate(NewAccount, await json_object(request))
+    _check_prefix(key, new.id)
+    created, row = await run_in_threadpool(_create, ctx, new)
+    if not created:
+        response.status_code = 200
+    return row
+
+
+def _create(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]:
+    with ctx.engine.begin() as conn:
+        inserted = conn.execute(
+            insert(accounts)
+            .values(id=new.id, currency=new.currency, overdraft_limit=new.overdraft_limit, metadata=new.metadata)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(accounts.c.id)
+        ).scalar_one_or_none()
+        row = _read(conn, new.id)
+    assert row is not None  # noqa: S101 - inserted or already there, in one transaction
+    if inserted is None and (row["currency"], row["overdraft_limit"], row["metadata"]) != (
+        new.currency, new.overdraft_limit, new.metadata
+    ):
+        raise Conflict(f"account {new.id!r} exists with other attributes")
+    return inserted is not None, row
+
+
+def _read(conn: Any, account_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(
+            accounts.c.id, accounts.c.currency, accounts.c.balance, accounts.c.overdraft_limit,
+            accounts.c.entry_count, accounts.c.metadata, accounts.c.updated_at,
+        ).where(accounts.c.id == account_id, accounts.c.kind == "user")
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def _check_prefix(key: ApiKey, account_id: str) -> None:
+    # Outside the key's prefix looks exactly like a missing account.
+    if not key.covers(account_id):
+        raise NotFound(f"account {account_id!r} not found")
+
+
+@router.get("/{account_id}", response_model=AccountOut)
+async def get_account(account_id: str, ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
+    _check_prefix(key, account_id)
+
+    def read() -> dict[str, Any] | None:
+        with ctx.engine.connect() as conn:
+            return _read(conn, account_id)
+
+    row = await run_in_threadpool(read)
+    if row is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return row
+
+
+@router.get("/{account_id}/entries", response_model=EntriesOut)
+async def list_entries(
+    account_id: str,
+    ctx: ContextDep,
+    key: ReadKey,
+    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = 100,
+) -> dict[str, Any]:
+    _check_prefix(key, account_id)
+
+    def read() -> dict[str, Any] | None:
+        with ctx.engine.connect() as conn:
+            if _read(conn, account_id) is None:
+                return None
+            rows = conn.execute(
+                select(
+                    entries.c.seq, entries.c.command_id, entries.c.amount, entries.c.balance_after,
+                    entries.c.counterparty, entries.c.created_at,
+                )
+                .where(entries.c.account_id == account_id, entries.c.seq > after_seq)
+                .order_by(entries.c.seq)
+                .limit(limit)
+            ).all()
+        found = [dict(r._mapping) for r in rows]
+        return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}
+
+    page = await run_in_threadpool(read)
+    if page is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return page
+

@@ -1,0 +1,120 @@
+"""Commands: submit (idempotent by id) and read status, with a bounded long-poll."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from api.body import json_object, validate
+from api.context import Context
+from api.deps import ContextDep, ReadKey, WriteKey
+from api.models import CommandOut, SubmittedOut
+from api.submit import submit
+from shared.apikeys import ApiKey
+from shared.commands import COMMAND_ADAPTER
+from shared.errors import InvalidRequest, NotFound
+from shared.keys import job_key
+from shared.schema import FINAL_STATUSES, commands
+
+router = APIRouter(prefix="/v1/commands", tags=["commands"])
+
+WAIT_POLL_S_MIN = 0.02
+WAIT_POLL_S_MAX = 0.25
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmittedOut,
+    responses={200: {"model": SubmittedOut, "description": "replay of an earlier submit of the same command"},
+               409: {"description": "the id was taken by another payload"}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": COMMAND_ADAPTER.json_schema()}}}},
+)
+async def submit_command(
+    request: Request,
+    response: Response,
+    ctx: ContextDep,
+    key: WriteKey,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> dict[str, Any]:
+    data = await json_object(request)
+    if idempotency_key is not None:
+        if "id" in data and data["id"] != idempotency_key:
+            raise InvalidRequest("the Idempotency-Key header and the body's id differ")
+        data["id"] = idempotency_key
+    command = validate(COMMAND_ADAPTER, data)
+    for account_id in command.account_ids():
+        if not key.covers(account_id):
+            raise NotFound(f"account {account_id!r} not found")
+    done = await run_in_threadpool(submit, ctx, command)
+    response.headers["Location"] = f"/v1/commands/{done.id}"
+    if done.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return {"id": done.id, "status": "queued" if done.status == "queued" else done.status,
+            "partition": done.partition}
+
+
+@router.get("/{command_id}", response_model=CommandOut, response_model_exclude_none=True)
+async def get_command(
+    command_id: str,
+    ctx: ContextDep,
+    key: ReadKey,
+    wait: Annotated[str | None, Query(description="seconds to wait for a final status, 0..30")] = None,
+) -> dict[str, Any]:
+    wait_s = _parse_wait(wait, ctx.settings.wait_s_max)
+    deadline = time.monotonic() + wait_s
+    delay_s = WAIT_POLL_S_MIN
+    while True:
+        found = await run_in_threadpool(_read_command, ctx, command_id, key)
+        if found is None:
+            raise NotFound(f"command {command_id!r} not found")
+        if found["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+        delay_s = min(delay_s * 2, WAIT_POLL_S_MAX)
+
+
+def _parse_wait(raw: str | None, wait_s_max: int) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw) if "." in raw else int(raw)
+    except ValueError:
+        raise InvalidRequest("wait must be a number of seconds") from None
+    if not 0 <= value <= wait_s_max:
+        raise InvalidRequest(f"wait must be between 0 and {wait_s_max} seconds")
+    return float(value)
+
+
+def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] | None:
+    with ctx.engine.connect() as conn:
+        row = conn.execute(
+            select(
+                commands.c.id, commands.c.type, commands.c.status, commands.c.partition, commands.c.payload,
+                commands.c.error_code, commands.c.error_detail, commands.c.result, commands.c.accepted_at,
+                commands.c.finished_at,
+            ).where(commands.c.id == command_id)
+        ).one_or_none()
+    if row is None:
+        return None
+    payload = row.payload
+    named = [payload.get("account_id", ""), payload.get("to_account_id", payload.get("account_id", ""))]
+    if not all(key.covers(a) for a in named):
+        return None
+    status = row.status
+    if status == "queued" and ctx.redis.hget(job_key(command_id), "status") == b"started":
+        status = "started"
+    out: dict[str, Any] = {
+        "id": row.id, "type": row.type, "status": status, "partition": row.partition,
+        "result": row.result, "accepted_at": row.accepted_at, "finished_at": row.finished_at,
+    }
+    if row.error_code:
+        out["error"] = {"code": row.error_code, "detail": row.error_detail or ""}
+    return out

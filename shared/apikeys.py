@@ -1,0 +1,89 @@
+"""API keys: `lq_<id>_<secret>`, stored as a SHA-256 of the secret, shown once, revocable.
+
+The secret is 32 random bytes, so a plain hash is enough (no password stretching
+needed); comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, update
+
+from shared.schema import SCOPES, api_keys
+
+SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    scope: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def allows(self, scope: str) -> bool:
+        return SCOPE_RANK[self.scope] >= SCOPE_RANK[scope]
+
+    def covers(self, account_id: str) -> bool:
+        return account_id.startswith(self.prefix)
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(engine: Engine, scope: str, *, prefix: str = "", name: str = "") -> tuple[str, ApiKey]:
+    if scope not in SCOPE_RANK:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        row = conn.execute(
+            api_keys.insert()
+            .values(id=key_id, name=name, secret_hash=_hash(secret), scope=scope, prefix=prefix)
+            .returning(*_columns())
+        ).one()
+    return f"lq_{key_id}_{secret}", ApiKey(*row)
+
+
+def _columns() -> tuple[object, ...]:
+    c = api_keys.c
+    return (c.id, c.name, c.scope, c.prefix, c.created_at, c.revoked_at)
+
+
+def authenticate(engine: Engine, token: str) -> ApiKey | None:
+    """The live key this token names, or None (unknown, wrong secret, revoked)."""
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != "lq":
+        return None
+    _, key_id, secret = parts
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(api_keys.c.secret_hash, *_columns()).where(api_keys.c.id == key_id)  # type: ignore[arg-type]
+        ).one_or_none()
+    if row is None or not hmac.compare_digest(row[0], _hash(secret)):
+        return None
+    key = ApiKey(*row[1:])
+    return None if key.revoked_at is not None else key
+
+
+def list_keys(engine: Engine) -> list[ApiKey]:
+    with engine.connect() as conn:
+        return [ApiKey(*r) for r in conn.execute(select(*_columns()).order_by(api_keys.c.created_at))]  # type: ignore[arg-type]
+
+
+def revoke_key(engine: Engine, key_id: str) -> bool:
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=func.now())
+        )
+    return result.rowcount == 1

@@ -1,0 +1,147 @@
+"""The `ledgerq` command line (click). `api` and `worker` load lazily by name, so this
+module imports neither, keeping dependencies one-way (api → shared ← worker)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings
+
+LAZY = {"api": "api.cli:api", "worker": "worker.cli:worker"}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY:
+            module, attr = LAZY[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup)
+@click.option("--log-level", default="INFO", show_default=True, envvar="LEDGERQ_LOG_LEVEL")
+def cli(log_level: str) -> None:
+    """ledgerq: ordered, exactly-once balance commands over a double-entry ledger."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from shared.db import make_engine
+
+    return make_engine(settings, pool_size=1)
+
+
+@cli.command()
+@click.option("--partitions", type=int, default=None, help="P on first run [env LEDGERQ_PARTITIONS]")
+def init(partitions: int | None) -> None:
+    """Create or migrate the schema; fix the partition count P on first run."""
+    from shared.db import fix_partitions, migrate
+
+    settings = Settings() if partitions is None else Settings(partitions=partitions)
+    migrate(settings)
+    try:
+        stored = fix_partitions(_engine(settings), settings.partitions)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"ledgerq init: schema is current, {stored} partitions")
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--scope", type=click.Choice(["read", "write", "admin"]), required=True)
+@click.option("--prefix", default="", help="confine the key to account ids starting with this")
+@click.option("--name", default="")
+def keys_create(scope: str, prefix: str, name: str) -> None:
+    """Print a new API key (shown once; only its hash is stored)."""
+    from shared.apikeys import create_key
+
+    secret, key = create_key(_engine(Settings()), scope, prefix=prefix, name=name)
+    click.echo(secret)
+    click.echo(f"id={key.id} scope={key.scope} prefix={key.prefix!r}", err=True)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    from shared.apikeys import list_keys
+
+    for key in list_keys(_engine(Settings())):
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        click.echo(f"{key.id}  {key.scope:<5}  prefix={key.prefix!r:<12}  {state}  {key.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key at once."""
+    from shared.apikeys import revoke_key
+
+    if not revoke_key(_engine(Settings()), key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@cli.command()
+def verify() -> None:
+    """Check gapless seqs, balances = entries, no overdraft, zero trial balance; exit 1 on drift."""
+    from shared.verify import CHECKS
+    from shared.verify import verify as run_verify
+
+    findings = run_verify(_engine(Settings()))
+    for finding in findings:
+        click.echo(f"DRIFT {finding.check}: {finding.rows}")
+    if findings:
+        sys.exit(1)
+    click.echo(f"ledgerq verify: ok ({len(CHECKS)} checks)")
+
+
+@cli.command()
+def status() -> None:
+    """One line per partition: owner, queue depth, in flight, oldest job age, applied count."""
+    from redis import Redis
+
+    from shared.observe import applied_counts, partition_states
+
+    settings = Settings()
+    counts = applied_counts(_engine(settings))
+    click.echo(f"{'partition':>9}  {'owner':<40} {'queued':>8} {'inflight':>8} {'oldest_s':>9} {'applied':>9}")
+    for s in partition_states(Redis.from_url(settings.redis_url), settings.partitions):
+        age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}"
+        click.echo(f"{s.partition:>9}  {s.owner or '-':<40} {s.queued:>8} {s.inflight:>8} {age:>9} "
+                   f"{counts.get((s.partition, 'applied'), 0):>9}")
+
+
+@cli.command()
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--partitions", type=int, default=4, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="keep the servers' data here (default: a temporary folder removed on exit)")
+def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
+    """Run the whole system on private PostgreSQL and Redis servers."""
+    from shared.dev import run_dev
+
+    sys.exit(run_dev(port, partitions, data_dir, host))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Balance commands: the frozen, validated shape every door accepts.
+
+Amounts are integers in minor units; pydantic's strict mode refuses `100.0`,
+`"100"` and `true`. "Same payload" means the same canonical JSON, so the
+payload hash ignores key order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator, model_validator
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ID_RE = re.compile(ID_PATTERN)
+AMOUNT_MAX = 2**63 - 1
+METADATA_BYTES_MAX = 4096
+REFERENCE_CHARS_MAX = 256
+
+EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Amount = Annotated[int, Field(ge=1, le=AMOUNT_MAX, strict=True)]
+Metadata = dict[str, Any]
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_metadata(value: Metadata | None) -> Metadata | None:
+    if value is not None and len(canonical_json(value).encode()) > METADATA_BYTES_MAX:
+        raise ValueError(f"metadata must be at most {METADATA_BYTES_MAX} bytes of JSON")
+    return value
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: EntityId
+    account_id: EntityId
+    amount: Amount
+    currency: Currency
+    reference: Annotated[str, StringConstraints(max_length=REFERENCE_CHARS_MAX)] | None = None
+    metadata: Metadata | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: Metadata | None) -> Metadata | None:
+        return check_metadata(value)
+
+    @property
+    def routing_account(self) -> str:
+        """The account whose balance goes down (or the credited one for a deposit)."""
+        return self.account_id
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def payload_hash(self) -> str:
+        return hashlib.sha256(canonical_json(self.payload()).encode()).hexdigest()
+
+    def account_ids(self) -> tuple[str, ...]:
+        return (self.account_id,)
+
+
+class Deposit(_Command):
+    type: Literal["deposit"]
+
+
+class Withdraw(_Command):
+    type: Literal["withdraw"]
+
+
+class Transfer(_Command):
+    type: Literal["transfer"]
+    to_account_id: EntityId
+
+    @model_validator(mode="after")
+    def _not_to_self(self) -> Transfer:
+        if self.to_account_id == self.account_id:
+            raise ValueError("a transfer needs two different accounts")
+        return self
+
+    def account_ids(self) -> tuple[str, ...]:
+        return (self.account_id, self.to_account_id)
+
+
+Command = Annotated[Deposit | Withdraw | Transfer, Field(discriminator="type")]
+COMMAND_ADAPTER: TypeAdapter[Deposit | Withdraw | Transfer] = TypeAdapter(Command)
+COMMAND_TYPES = ("deposit", "withdraw", "transfer")
+
+
+def parse_command(data: dict[str, Any]) -> Deposit | Withdraw | Transfer:
+    """Validate a decoded JSON object; raises pydantic.ValidationError."""
+    # Strict python-mode validation of JSON-decoded data: ints stay ints, floats and strings are refused.
+    return COMMAND_ADAPTER.validate_python(data)
+
+
+class NewAccount(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: EntityId
+    currency: Currency
+    overdraft_limit: Annotated[int, Field(ge=0, le=AMOUNT_MAX, strict=True)] = 0
+    metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, value: Metadata) -> Metadata:
+        check_metadata(value)
+        return value

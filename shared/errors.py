@@ -1,0 +1,93 @@
+"""One error root with three families, as the house style asks.
+
+- `Rejection`: a business outcome recorded on the command, never retried.
+- `TransientFault`: a dependency is away; retry in place, never reorder.
+- `InvariantViolation`: something that must never happen; loud.
+
+`RequestError` covers refusals at the API door (bad input, auth, conflicts).
+The mapping from these to HTTP status codes lives in `api/problems.py` only.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    code: str = "ledger_error"
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code
+        if code is not None:
+            self.code = code
+
+
+class Rejection(LedgerError):
+    code = "rejected"
+
+
+class InsufficientFunds(Rejection):
+    code = "insufficient_funds"
+
+
+class CurrencyMismatch(Rejection):
+    code = "currency_mismatch"
+
+
+class UnknownAccount(Rejection):
+    code = "unknown_account"
+
+
+class TransientFault(LedgerError):
+    code = "unavailable"
+
+
+class Fenced(TransientFault):
+    """This worker's epoch is stale: another worker owns the partition now."""
+
+    code = "fenced"
+
+
+class InvariantViolation(LedgerError):
+    code = "invariant_violation"
+
+
+class RequestError(LedgerError):
+    """A refusal at the API: bad input, missing auth, a conflict. Nothing was enqueued."""
+
+    code = "invalid_request"
+
+
+class InvalidRequest(RequestError):
+    code = "invalid_request"
+
+
+class InvalidJson(RequestError):
+    code = "invalid_json"
+
+
+class BodyTooLarge(RequestError):
+    code = "body_too_large"
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    code = "forbidden"
+
+
+class NotFound(RequestError):
+    code = "not_found"
+
+
+class Conflict(RequestError):
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class ConfigurationError(LedgerError):
+    code = "configuration_error"

@@ -1,0 +1,89 @@
+"""Reading the system's state for people: partitions, queue depth, durability. Used by API and CLI."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import Engine, func, select
+
+from shared.keys import inflight_key, lease_key, queue_key
+from shared.schema import accounts, commands
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    partition: int
+    owner: str | None
+    queued: int
+    inflight: int
+    oldest_age_s: float | None
+
+
+def partition_states(redis: Redis, partitions: int) -> list[PartitionState]:
+    with redis.pipeline(transaction=False) as pipe:
+        for p in range(partitions):
+            pipe.get(lease_key(p))
+            pipe.llen(queue_key(p))
+            pipe.llen(inflight_key(p))
+            pipe.lindex(inflight_key(p), 0)
+            pipe.lindex(queue_key(p), 0)
+        raw = pipe.execute()
+    heads = []
+    for p in range(partitions):
+        inflight_head, queue_head = raw[5 * p + 3], raw[5 * p + 4]
+        heads.append(inflight_head or queue_head)
+    with redis.pipeline(transaction=False) as pipe:
+        for head in heads:
+            pipe.hget(b"rq:job:" + head if head else b"rq:job:-", "enqueued_at")
+        enqueued = pipe.execute()
+    now = time.time()
+    states = []
+    for p in range(partitions):
+        owner = raw[5 * p]
+        age = None
+        if enqueued[p]:
+            age = max(0.0, now - _parse_rq_time(enqueued[p].decode()))
+        states.append(PartitionState(
+            p, owner.decode() if owner else None, int(raw[5 * p + 1]), int(raw[5 * p + 2]), age,
+        ))
+    return states
+
+
+def _parse_rq_time(value: str) -> float:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def redis_durability(redis: Redis) -> tuple[bool | None, str]:
+    """Whether an acknowledged enqueue survives a Redis crash: AOF with appendfsync always."""
+    try:
+        appendonly = redis.config_get("appendonly").get("appendonly")
+        fsync = redis.config_get("appendfsync").get("appendfsync")
+    except ResponseError as exc:  # CONFIG may be renamed or denied by ACL
+        return None, f"unknown: CONFIG GET refused ({exc})"
+    if appendonly == "yes" and fsync == "always":
+        return True, "aof appendfsync always"
+    return False, f"appendonly={appendonly} appendfsync={fsync}: a crash can lose acknowledged commands"
+
+
+def trial_balance(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(accounts.c.currency, func.coalesce(func.sum(accounts.c.balance), 0))
+            .group_by(accounts.c.currency)
+            .order_by(accounts.c.currency)
+        ).all()
+    return {currency: int(total) for currency, total in rows}
+
+
+def applied_counts(engine: Engine) -> dict[tuple[int, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(commands.c.partition, commands.c.status, func.count()).group_by(
+                commands.c.partition, commands.c.status
+            )
+        ).all()
+    return {(int(p), str(s)): int(n) for p, s, n in rows}

@@ -1,0 +1,132 @@
+"""The ledger's tables (SQLAlchemy 2.0 Core). Migrations in `shared/migrations` create them.
+
+Design overview:
+- `accounts` holds the running balance, a materialised sum of the account's
+  entries, kept in the same transaction that writes them (`ledgerq verify`
+  re-derives it). A CHECK refuses any overdraft below the account's limit;
+  system accounts (`@world:<CUR>:<partition>`) may go negative.
+- `entries` is append-only (triggers refuse UPDATE, DELETE, TRUNCATE), one
+  row per leg, numbered 1..n per account. A deferred constraint trigger
+  refuses a commit in which a command's entries do not sum to zero.
+- `commands` is the idempotency record and the outcome: claimed by the API
+  with a payload hash, finished by the worker in the apply transaction.
+- `partitions` carries the fencing epoch; `ledger_config` fixes P.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+COMMAND_STATUSES = ("queued", "applied", "rejected", "failed")
+FINAL_STATUSES = frozenset({"applied", "rejected", "failed"})
+SCOPES = ("read", "write", "admin")
+
+ledger_config = Table(
+    "ledger_config",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(160), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("kind", Text, nullable=False, server_default="user"),
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("overdraft_limit", BigInteger, nullable=False, server_default="0"),
+    Column("entry_count", BigInteger, nullable=False, server_default="0"),
+    Column("metadata", JSONB, nullable=False, server_default="{}"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind IN ('user', 'system')", name="accounts_kind"),
+    CheckConstraint("overdraft_limit >= 0", name="accounts_overdraft_limit_nonnegative"),
+    CheckConstraint("entry_count >= 0", name="accounts_entry_count_nonnegative"),
+    CheckConstraint("currency ~ '^[A-Z]{3}$'", name="accounts_currency_code"),
+    CheckConstraint("kind = 'system' OR balance >= -overdraft_limit", name="accounts_no_overdraft"),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("payload_hash", String(64), nullable=False),
+    Column("type", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default="queued"),
+    Column("error_code", Text),
+    Column("error_detail", Text),
+    Column("result", JSONB),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("type IN ('deposit', 'withdraw', 'transfer')", name="commands_type"),
+    CheckConstraint("status IN ('queued', 'applied', 'rejected', 'failed')", name="commands_status"),
+    CheckConstraint("(status = 'queued') = (finished_at IS NULL)", name="commands_finished_iff_final"),
+)
+# Recovery looks up a partition's unfinished commands in acceptance order.
+Index(
+    "commands_partition_queued",
+    commands.c.partition,
+    commands.c.accepted_at,
+    postgresql_where=commands.c.status == "queued",
+)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("account_id", String(160), ForeignKey("accounts.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("command_id", String(128), ForeignKey("commands.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("counterparty", String(160), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("account_id", "seq", name="entries_pkey"),
+    # One leg per account per command: a second application of a command cannot insert.
+    UniqueConstraint("command_id", "account_id", name="entries_command_account"),
+    CheckConstraint("seq >= 1", name="entries_seq_positive"),
+    CheckConstraint("amount <> 0", name="entries_amount_nonzero"),
+)
+
+partitions = Table(
+    "partitions",
+    metadata,
+    Column("partition", Integer, primary_key=True),
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
+    Column("owner", Text),
+    Column("acquired_at", DateTime(timezone=True)),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", Text, nullable=False, server_default=""),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("prefix", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("scope IN ('read', 'write', 'admin')", name="api_keys_scope"),
+)

@@ -1,0 +1,213 @@
+"""One partition's owner loop: lease, recover in-flight work, then take, apply, complete, in order.
+
+Bounds: a batch is at most `batch_max` commands; a blocking wait is at most a
+third of the lease; backoff while a dependency is away is at most
+`backoff_s_max`; a command whose apply raises is tried `poison_attempts_max`
+times alone before it is recorded `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TypeVar
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from shared.errors import Fenced
+from shared.settings import Settings
+from worker.apply import Finished, apply_batch
+from worker.jobs import DecodedJob, decode_jobs
+from worker.lease import Lease, bump_epoch, new_token
+from worker.partition_queue import PartitionQueue
+
+log = logging.getLogger("ledgerq.worker")
+T = TypeVar("T")
+
+TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class Stopping(Exception):
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class PartitionRunner:
+    def __init__(
+        self, partition: int, settings: Settings, engine: Engine, redis: Redis, stop: threading.Event
+    ) -> None:
+        self.partition = partition
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        self.stop = stop
+        self.lease = Lease(redis, partition, new_token(), settings.lease_ttl_ms)
+        self.queue = PartitionQueue(
+            redis, partition, result_ttl_s=settings.result_ttl_s, failure_ttl_s=settings.failure_ttl_s
+        )
+        self.epoch = 0
+        self.counts: Counter[str] = Counter()
+        self._renewed_at = 0.0
+        self._poison_attempts: Counter[str] = Counter()
+
+    # -- the story: own the partition, serve it, let it go --------------------------------------------
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if not self._acquire():
+                    continue
+                self._serve()
+            except (LeaseLost, Fenced) as exc:
+                log.warning("partition %s: lease lost (%s); trying to take it back", self.partition, exc)
+            except Stopping:
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("partition %s: dependency away (%s); retrying", self.partition, exc)
+                self._sleep(self.settings.backoff_s_max)
+        self._release()
+
+    def _acquire(self) -> bool:
+        """Take the lease (waiting while someone else holds it), then start a new fencing epoch."""
+        if not self.lease.try_acquire():
+            holder = self.lease.holder()
+            if self.counts["waits"] % 20 == 0:
+                log.warning("partition %s is owned by %s; waiting for its lease", self.partition, holder)
+            self.counts["waits"] += 1
+            self._sleep(self.settings.lease_ttl_ms / 3000)
+            return False
+        self._renewed_at = time.monotonic()
+        self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
+        self.counts["acquired"] += 1
+        log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)
+        return True
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            self._renew_if_due()
+            taken = self.queue.take(self.lease.token, self.settings.batch_max)
+            if not taken.job_ids:
+                self.queue.wait(max(0.05, min(1.0, self.settings.lease_ttl_ms / 3000)))
+                continue
+            if taken.recovered:
+                self.counts["recovered"] += taken.recovered
+            self.process(taken.job_ids)
+
+    def process(self, job_ids: list[str]) -> list[Finished]:
+        """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
+        jobs = decode_jobs(self.redis, job_ids)
+        command_ids = [j.command_id for j in jobs if j.command_id is not None]
+        finished = self._apply(command_ids) if command_ids else []
+        self._complete(jobs, finished, len(job_ids))
+        return finished
+
+    def _release(self) -> None:
+        try:
+            self.lease.release()
+        except (RedisConnectionError, RedisTimeoutError):
+            pass  # it lapses by itself after lease_ttl_ms
+
+    # -- apply with retries: transient faults wait in place, poison is isolated and bounded ----------
+
+    def _apply(self, command_ids: list[str]) -> list[Finished]:
+        try:
+            return self._with_backoff(lambda: apply_batch(self.engine, self.partition, self.epoch, command_ids))
+        except (Fenced, LeaseLost, Stopping):
+            raise
+        except Exception:
+            if len(command_ids) == 1:
+                raise
+            log.exception("partition %s: a batch of %s raised; applying one by one",
+                          self.partition, len(command_ids))
+        finished: list[Finished] = []
+        for command_id in command_ids:
+            finished += self._apply_one(command_id)
+        return finished
+
+    def _apply_one(self, command_id: str) -> list[Finished]:
+        while True:
+            try:
+                return self._with_backoff(
+                    lambda: apply_batch(self.engine, self.partition, self.epoch, [command_id])
+                )
+            except (Fenced, LeaseLost, Stopping):
+                raise
+            except Exception as exc:
+                self._poison_attempts[command_id] += 1
+                attempts = self._poison_attempts[command_id]
+                log.exception("partition %s: command %s raised (attempt %s)", self.partition, command_id, attempts)
+                if attempts >= self.settings.poison_attempts_max:
+                    self.counts["poison"] += 1
+                    detail = f"{type(exc).__name__}: {exc}"[:500]
+                    return self._with_backoff(
+                        lambda: apply_batch(
+                            self.engine, self.partition, self.epoch, [command_id], {command_id: detail}
+                        )
+                    )
+
+    def _complete(self, jobs: list[DecodedJob], finished: list[Finished], taken: int) -> None:
+        by_command = {f.command_id: f for f in finished}
+        done: list[tuple[str, str]] = []
+        for job in jobs:
+            outcome = by_command.get(job.command_id) if job.command_id else None
+            if outcome is None:
+                # Forged, damaged or orphaned job: nothing in the ledger moves for it.
+                log.error("partition %s: job %s not applied: %s", self.partition, job.job_id,
+                          job.problem or "no such command in Postgres")
+                self.counts["bad_jobs"] += 1
+                done.append((job.job_id, "failed"))
+                continue
+            if not outcome.replayed:
+                self.counts[outcome.status] += 1
+            done.append((job.job_id, "failed" if outcome.status == "failed" else "finished"))
+        self._with_backoff(lambda: self.queue.complete(self.lease.token, done, taken))
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _renew_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._renewed_at < self.settings.lease_ttl_ms / 3000:
+            return
+        if not self.lease.renew():
+            raise LeaseLost("renewal refused: the lease lapsed or another worker holds it")
+        self._renewed_at = now
+
+    def _with_backoff(self, action: Callable[[], T]) -> T:
+        delay_s = 0.05
+        while True:
+            try:
+                return action()
+            except Fenced as exc:
+                raise LeaseLost(str(exc)) from exc
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("partition %s: %s; retrying in %.2fs", self.partition, exc.__class__.__name__, delay_s)
+            self._sleep(delay_s)
+            delay_s = min(delay_s * 2, self.settings.backoff_s_max)
+            try:
+                self._renew_if_due()
+            except TRANSIENT:
+                pass  # Redis is away too; the lease check on the next take decides
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopping()
