@@ -154,7 +154,11 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
             continue
         outcome = plan(command, states, world_account(command.currency, partition))
         if isinstance(outcome, Rejected):
-            batch.finished.append(Finished(command_id, "rejected", outcome.code, outcome.detail))
+            # The state the refusal was decided on, so anyone can check it against the history.
+            seen = states.get(command.account_id)
+            result = None if seen is None else {
+                "account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
+            batch.finished.append(Finished(command_id, "rejected", outcome.code, outcome.detail, result))
             continue
         batch.finished.append(Finished(command_id, "applied", result=_record(batch, command_id, states, outcome)))
     batch.accounts = states

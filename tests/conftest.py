@@ -1,0 +1,125 @@
+"""Fixtures: private PostgreSQL and Redis processes for the session, and factories on top of them.
+
+Tests use random ids, so none depends on cleanup or on another test's data.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.context import Context
+from shared.apikeys import create_key
+from shared.db import fix_partitions, make_engine, migrate
+from shared.embedded import PostgresServer, RedisServer
+from shared.settings import Settings
+
+PARTITIONS = 4
+
+
+def uid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PostgresServer, RedisServer]]:
+    root: Path = tmp_path_factory.mktemp("servers")
+    postgres = PostgresServer(root / "pgdata").start()
+    redis = RedisServer(root / "redis").start()
+    yield postgres, redis
+    redis.stop()
+    postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
+    postgres, redis = servers
+    s = Settings(database_url=postgres.url, redis_url=redis.url, partitions=PARTITIONS, lease_ttl_ms=2000,
+                 backoff_s_max=0.5)
+    migrate(s)
+    engine = make_engine(s, pool_size=1)
+    fix_partitions(engine, PARTITIONS)
+    engine.dispose()
+    return s
+
+
+@pytest.fixture(scope="session")
+def ctx(settings: Settings) -> Iterator[Context]:
+    context = Context.build(settings)
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def engine(ctx: Context) -> Any:
+    return ctx.engine
+
+
+@pytest.fixture(scope="session")
+def keys(engine: Any) -> dict[str, str]:
+    return {scope: create_key(engine, scope, name=f"test {scope}")[0] for scope in ("read", "write", "admin")}
+
+
+@pytest.fixture(scope="session")
+def http(ctx: Context, keys: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(context=ctx), raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {keys['write']}"
+        yield client
+
+
+class Workers:
+    """In-process `ledgerq worker` over every partition, stoppable like SIGTERM would."""
+
+    def __init__(self, settings: Settings) -> None:
+        from worker.main import run_worker
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(
+            target=run_worker, args=(settings, list(range(settings.partitions)), self.stop), daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "worker did not stop"
+
+
+@pytest.fixture(scope="module")
+def workers(settings: Settings) -> Iterator[Workers]:
+    running = Workers(settings)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def make_account(http: TestClient) -> Callable[..., str]:
+    """Factory: a fresh account, funded by a deposit that has been applied."""
+
+    def make(balance: int = 0, currency: str = "USD", overdraft_limit: int = 0, prefix: str = "acct") -> str:
+        account_id = uid(prefix)
+        created = http.post("/v1/accounts", json={"id": account_id, "currency": currency,
+                                                  "overdraft_limit": overdraft_limit})
+        assert created.status_code == 201, created.text
+        if balance:
+            command_id = uid("fund")
+            sent = http.post("/v1/commands", json={"id": command_id, "type": "deposit", "account_id": account_id,
+                                                   "amount": balance, "currency": currency})
+            assert sent.status_code == 202, sent.text
+            final = http.get(f"/v1/commands/{command_id}", params={"wait": 30}).json()
+            assert final["status"] == "applied", final
+        return account_id
+
+    return make
+
+
+def wait_final(http: TestClient, command_id: str, timeout_s: int = 30) -> dict[str, Any]:
+    body: dict[str, Any] = http.get(f"/v1/commands/{command_id}", params={"wait": timeout_s}).json()
+    return body

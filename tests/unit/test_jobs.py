@@ -1,0 +1,72 @@
+"""Jobs as the worker reads them, and the partition queue's Lua scripts (fakeredis, fast)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zlib
+
+import fakeredis
+import pytest
+
+from shared.errors import Fenced
+from shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
+from worker.jobs import apply_command, decode_jobs
+from worker.partition_queue import PartitionQueue
+
+
+def put_job(redis: fakeredis.FakeRedis, jid: str, data: bytes) -> None:
+    redis.hset(f"rq:job:{jid}", mapping={"data": data, "status": "queued"})
+
+
+def json_job(func: str, command_id: str) -> bytes:
+    return zlib.compress(json.dumps([func, None, [], {"command": {"id": command_id}}]).encode())
+
+
+def test_only_ledgerq_jobs_with_matching_ids_are_accepted() -> None:
+    """Another function name, a pickle payload, a mismatched id or a missing hash yield no command id."""
+    redis = fakeredis.FakeRedis()
+    good, other, pickled, mismatched = job_id("c1"), job_id("c2"), job_id("c3"), job_id("c4")
+    put_job(redis, good, json_job(JOB_FUNC, "c1"))
+    put_job(redis, other, json_job("os.system", "c2"))
+    put_job(redis, pickled, zlib.compress(pickle.dumps(("os.system", None, ("echo",), {}))))
+    put_job(redis, mismatched, json_job(JOB_FUNC, "c1"))
+    decoded = decode_jobs(redis, [good, other, pickled, mismatched, job_id("missing")])
+    assert [d.command_id for d in decoded] == ["c1", None, None, None, None]
+    assert all(d.problem for d in decoded[1:])
+
+
+def test_the_job_function_refuses_to_run_under_rq() -> None:
+    with pytest.raises(RuntimeError):
+        apply_command({"id": "x"})
+
+
+def test_take_moves_in_order_and_recovers_inflight_first() -> None:
+    """A new owner sees the previous owner's in-flight jobs first, then the queue, in order."""
+    redis = fakeredis.FakeRedis()
+    redis.rpush(queue_key(0), *[f"j{n}" for n in range(5)])
+    redis.set(lease_key(0), "old")
+    q = PartitionQueue(redis, 0, result_ttl_s=10, failure_ttl_s=10)
+    assert q.take("old", 2).job_ids == ["j0", "j1"]
+    # The old owner dies here; a new owner takes the lease.
+    redis.set(lease_key(0), "new")
+    taken = q.take("new", 3)
+    assert taken.job_ids == ["j0", "j1", "j2"] and taken.recovered == 2
+    q.complete("new", [("j0", "finished"), ("j1", "finished"), ("j2", "failed")], 3)
+    assert redis.lrange(inflight_key(0), 0, -1) == []
+    assert q.take("new", 10).job_ids == ["j3", "j4"]
+
+
+def test_a_stale_owner_can_neither_take_nor_complete() -> None:
+    """Both scripts check the lease token: a lapsed owner's trim would drop the new owner's work."""
+    redis = fakeredis.FakeRedis()
+    redis.rpush(queue_key(1), "a", "b")
+    redis.set(lease_key(1), "new")
+    q = PartitionQueue(redis, 1, result_ttl_s=10, failure_ttl_s=10)
+    assert q.take("new", 1).job_ids == ["a"]
+    with pytest.raises(Fenced):
+        q.take("old", 5)
+    with pytest.raises(Fenced):
+        q.complete("old", [("a", "finished")], 1)
+    assert redis.lrange(inflight_key(1), 0, -1) == [b"a"]
+    assert redis.lrange(queue_key(1), 0, -1) == [b"b"]
