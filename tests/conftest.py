@@ -51,6 +51,19 @@ def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
 
 
 @pytest.fixture(scope="session")
+def scratch_engine(servers: tuple[PostgresServer, RedisServer]) -> Iterator[Any]:
+    """A migrated database of its own, for tests that write drift on purpose."""
+    postgres, redis = servers
+    url = postgres.create_database(uid("scratch").replace("-", "_"))
+    s = Settings(database_url=url, redis_url=redis.url, partitions=PARTITIONS)
+    migrate(s)
+    engine = make_engine(s, pool_size=2)
+    fix_partitions(engine, PARTITIONS)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def ctx(settings: Settings) -> Iterator[Context]:
     context = Context.build(settings)
     yield context
