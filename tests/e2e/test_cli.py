@@ -1,0 +1,131 @@
+"""The `ledgerq` command line as operators run it: real processes, real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+from sqlalchemy import text
+
+from shared.embedded import free_port
+from shared.keys import lease_key
+from shared.settings import Settings
+from tests.conftest import uid
+
+LEDGERQ = [sys.executable, "-m", "shared.cli"]
+
+
+def env_for(database_url: str, redis_url: str, partitions: int = 4) -> dict[str, str]:
+    return {**os.environ, "LEDGERQ_DATABASE_URL": database_url, "LEDGERQ_REDIS_URL": redis_url,
+            "LEDGERQ_PARTITIONS": str(partitions)}
+
+
+def run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LEDGERQ, *args], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+@pytest.fixture
+def fresh_db(servers: Any) -> tuple[str, str]:
+    postgres, redis = servers
+    return postgres.create_database(uid("cli").replace("-", "_")), redis.url.replace("/0", "/5")
+
+
+def test_init_fixes_p_and_refuses_another(fresh_db: tuple[str, str], tmp_path: Path) -> None:
+    """`ledgerq init` is repeatable, works from any folder, and refuses a different P."""
+    env = env_for(*fresh_db)
+    first = run(["init"], env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "4 partitions" in first.stdout
+    assert run(["init"], env).returncode == 0
+    refused = run(["init"], env_for(*fresh_db, partitions=8))
+    assert refused.returncode != 0 and "initialised with 4 partitions" in refused.stderr
+    worker = run(["worker", "--partition", "0"], env_for(*fresh_db, partitions=8))
+    assert worker.returncode != 0 and "4 partitions" in worker.stderr
+
+
+def test_verify_passes_on_a_clean_ledger_and_fails_on_drift(fresh_db: tuple[str, str]) -> None:
+    """`ledgerq verify` exits 1 when a balance no longer equals its entries."""
+    env = env_for(*fresh_db)
+    assert run(["init"], env).returncode == 0
+    assert run(["verify"], env).returncode == 0
+    engine_url = Settings(database_url=fresh_db[0]).sqlalchemy_url
+    from sqlalchemy import create_engine
+
+    engine = create_engine(engine_url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (id, currency, balance) VALUES ('drifted', 'USD', 5)"))
+    engine.dispose()
+    drift = run(["verify"], env)
+    assert drift.returncode == 1
+    assert "balance_is_sum_of_entries" in drift.stdout and "trial_balance" in drift.stdout
+
+
+def test_keys_create_list_revoke(fresh_db: tuple[str, str]) -> None:
+    env = env_for(*fresh_db)
+    assert run(["init"], env).returncode == 0
+    created = run(["keys", "create", "--scope", "read", "--prefix", "shop1:", "--name", "reports"], env)
+    assert created.returncode == 0 and created.stdout.startswith("lq_")
+    key_id = created.stdout.split("_")[1]
+    listed = run(["keys", "list"], env)
+    assert key_id in listed.stdout and "active" in listed.stdout
+    assert created.stdout.strip().split("_", 2)[2] not in listed.stdout  # never the secret
+    assert run(["keys", "revoke", key_id], env).returncode == 0
+    assert "revoked" in run(["keys", "list"], env).stdout
+    assert run(["keys", "revoke", key_id], env).returncode != 0
+
+
+def test_worker_sigterm_releases_the_lease(fresh_db: tuple[str, str]) -> None:
+    """SIGTERM: the worker finishes what it holds, gives its lease back at once, and exits 0."""
+    env = env_for(*fresh_db)
+    assert run(["init"], env).returncode == 0
+    redis = Redis.from_url(fresh_db[1])
+    redis.flushdb()
+    worker = subprocess.Popen([*LEDGERQ, "worker", "--partition", "0", "--partition", "2"], env=env,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (redis.get(lease_key(0)) and redis.get(lease_key(2))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert redis.get(lease_key(0)) and redis.get(lease_key(2))
+    status = run(["status"], env)
+    assert status.returncode == 0 and len(status.stdout.strip().splitlines()) == 5
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert redis.get(lease_key(0)) is None and redis.get(lease_key(2)) is None
+
+
+def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path) -> None:
+    """`ledgerq dev` from an empty folder: ready line, deposit → applied → balance, Ctrl-C stops all."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERQ_")}
+    dev = subprocess.Popen(["ledgerq", "dev", "--port", str(port)], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert dev.stdout is not None
+        first = dev.stdout.readline().strip()
+        assert first.startswith(f"ledgerq dev ready: url=http://127.0.0.1:{port} key=lq_"), first
+        url, key = first.split("url=")[1].split(" key=")
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(f"{url}/v1/accounts", headers=auth, json={"id": "alice", "currency": "USD"}).status_code == 201
+        sent = httpx.post(f"{url}/v1/commands", headers=auth, json={
+            "id": "dep-1", "type": "deposit", "account_id": "alice", "amount": 10000, "currency": "USD"})
+        assert sent.status_code == 202
+        status = httpx.get(f"{url}/v1/commands/dep-1", params={"wait": 10}, headers=auth, timeout=15).json()
+        assert status["status"] == "applied"
+        assert httpx.get(f"{url}/v1/accounts/alice", headers=auth).json()["balance"] == 10000
+        ready = httpx.get(f"{url}/readyz").json()
+        assert ready["checks"]["redis"]["durable"] is True and ready["checks"]["partitions"]["owned"] == 4
+    finally:
+        dev.send_signal(signal.SIGINT)
+        code = dev.wait(timeout=60)
+    assert code == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
+    assert list(tmp_path.iterdir()) == []  # nothing left in the folder it ran from

@@ -1,0 +1,53 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it against the Compose schema instead,
+and check that every command it runs is a real `ledgerq` command with valid options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from shared.cli import cli
+
+ROOT = Path(__file__).parents[2]
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return data
+
+
+def test_compose_file_matches_the_compose_schema() -> None:
+    schema = json.loads((ROOT / "tests" / "data" / "compose_spec.json").read_text())
+    schema.pop("$schema")  # draft 2019-09 is what jsonschema picks anyway; silence its warning
+    jsonschema.validate(compose(), schema)
+
+
+def test_compose_commands_are_real_cli_commands() -> None:
+    services = compose()["services"]
+    ran = []
+    for name, service in services.items():
+        command = service.get("command")
+        if not command or command[0] != "ledgerq":
+            continue
+        group_ctx = cli.make_context("ledgerq", list(command[1:]), resilient_parsing=True)
+        sub = cli.get_command(group_ctx, command[1])
+        assert sub is not None, name
+        sub.make_context(command[1], list(command[2:]))  # raises click.UsageError on a bad option
+        ran.append(command[1])
+    assert sorted(set(ran)) == ["api", "init", "worker"]
+
+
+def test_compose_ships_durable_redis_and_a_worker_per_partition() -> None:
+    services = compose()["services"]
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--appendfsync") + 1] == "always"
+    assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
+    partitions = int(services["api"]["environment"]["LEDGERQ_PARTITIONS"])
+    owned = sorted(int(s["command"][-1]) for n, s in services.items() if n.startswith("worker-"))
+    assert owned == list(range(partitions))
+    assert services["postgres"]["healthcheck"]["test"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
