@@ -11,7 +11,7 @@ import json
 from typing import Any, TypeVar
 
 from fastapi import Request
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from api.problems import ValidationFailed, validation_problems
 from shared.errors import BodyTooLarge, InvalidJson
@@ -45,11 +45,9 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def validate(adapter: TypeAdapter[M] | type[BaseModel], data: dict[str, Any]) -> M:
+def validate(adapter: TypeAdapter[M], data: dict[str, Any]) -> M:
     try:
-        if isinstance(adapter, TypeAdapter):
-            return adapter.validate_python(data)
-        return adapter.model_validate(data)  # type: ignore[return-value]
+        return adapter.validate_python(data)
     except ValidationError as exc:
         found = validation_problems(exc.errors())
         first = found[0]

@@ -20,7 +20,6 @@ def api(host: str, port: int, workers: int) -> None:
         if workers == 1:
             uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
         else:
-            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                        access_log=False)
+            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc

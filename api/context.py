@@ -49,9 +49,7 @@ class Context:
         missing = [a for a in account_ids if a not in self.currencies]
         if missing:
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(accounts.c.id, accounts.c.currency).where(accounts.c.id.in_(missing))
-                ).all()
+                rows = conn.execute(select(accounts.c.id, accounts.c.currency).where(accounts.c.id.in_(missing))).all()
             if len(self.currencies) > ACCOUNT_CACHE_MAX:
                 self.currencies.clear()
             self.currencies.update({r.id: r.currency for r in rows})

@@ -20,14 +20,18 @@ class PartitionCollector(Collector):
         self.ctx = ctx
 
     def collect(self) -> Iterator[Metric]:
-        depth = GaugeMetricFamily("ledgerq_queue_depth", "Commands waiting in the partition's queue",
-                                  labels=["partition"])
-        inflight = GaugeMetricFamily("ledgerq_inflight", "Commands taken by the owner, not yet completed",
-                                     labels=["partition"])
-        lag = GaugeMetricFamily("ledgerq_queue_lag_seconds", "Age of the oldest unfinished command",
-                                labels=["partition"])
-        owned = GaugeMetricFamily("ledgerq_partition_owned", "1 if a worker holds the partition's lease",
-                                  labels=["partition"])
+        depth = GaugeMetricFamily(
+            "ledgerq_queue_depth", "Commands waiting in the partition's queue", labels=["partition"]
+        )
+        inflight = GaugeMetricFamily(
+            "ledgerq_inflight", "Commands taken by the owner, not yet completed", labels=["partition"]
+        )
+        lag = GaugeMetricFamily(
+            "ledgerq_queue_lag_seconds", "Age of the oldest unfinished command", labels=["partition"]
+        )
+        owned = GaugeMetricFamily(
+            "ledgerq_partition_owned", "1 if a worker holds the partition's lease", labels=["partition"]
+        )
         for state in partition_states(self.ctx.redis, self.ctx.settings.partitions):
             label = [str(state.partition)]
             depth.add_metric(label, state.queued)

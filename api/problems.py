@@ -31,9 +31,17 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
 ]
 
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -56,8 +64,7 @@ def status_for(exc: errors.LedgerError) -> int:
     return 500
 
 
-def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     body = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": TITLES.get(status, "Error"),
@@ -98,19 +105,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(503, "redis_unavailable", "the queue (Redis) is unreachable; retry with the same id",
-                       {"Retry-After": "1"})
+        return problem(
+            503, "redis_unavailable", "the queue (Redis) is unreachable; retry with the same id", {"Retry-After": "1"}
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(503, "database_unavailable", "the ledger (PostgreSQL) is unreachable; retry",
-                       {"Retry-After": "1"})
+        return problem(
+            503, "database_unavailable", "the ledger (PostgreSQL) is unreachable; retry", {"Retry-After": "1"}
+        )
 
     @app.exception_handler(DBAPIError)
     async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated:
-            return problem(503, "database_unavailable", "the ledger (PostgreSQL) connection was lost; retry",
-                           {"Retry-After": "1"})
+            return problem(
+                503, "database_unavailable", "the ledger (PostgreSQL) connection was lost; retry", {"Retry-After": "1"}
+            )
         return problem(500, "internal_error", "unexpected database error")
 
     @app.exception_handler(Exception)

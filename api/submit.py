@@ -11,6 +11,7 @@ and is a no-op otherwise (the job hash exists until the command is final).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -44,15 +45,17 @@ def submit(ctx: Context, command: AnyCommand) -> Submitted:
     with ctx.engine.begin() as conn:
         claimed = conn.execute(
             insert(commands)
-            .values(id=command.id, payload_hash=digest, type=command.type, partition=partition,
-                    payload=command.payload())
+            .values(
+                id=command.id, payload_hash=digest, type=command.type, partition=partition, payload=command.payload()
+            )
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(commands.c.accepted_at)
         ).scalar_one_or_none()
         if claimed is None:
             row = conn.execute(
-                select(commands.c.payload_hash, commands.c.status, commands.c.partition, commands.c.accepted_at)
-                .where(commands.c.id == command.id)
+                select(commands.c.payload_hash, commands.c.status, commands.c.partition, commands.c.accepted_at).where(
+                    commands.c.id == command.id
+                )
             ).one()
     if claimed is not None:
         _enqueue(ctx, command, partition)
@@ -75,7 +78,8 @@ def _check_accounts(ctx: Context, command: AnyCommand) -> None:
 
 
 def _enqueue(ctx: Context, command: AnyCommand, partition: int) -> None:
-    try:
+    # DuplicateJobError: already queued by a racing submit or an earlier attempt; exactly one job exists.
+    with contextlib.suppress(DuplicateJobError):
         ctx.queue(partition).enqueue(
             JOB_FUNC,
             kwargs={"command": command.payload()},
@@ -85,5 +89,3 @@ def _enqueue(ctx: Context, command: AnyCommand, partition: int) -> None:
             failure_ttl=ctx.settings.failure_ttl_s,
             description=f"{command.type} {command.id}",
         )
-    except DuplicateJobError:
-        pass  # already queued (a racing submit or an earlier attempt): exactly one job exists

@@ -48,14 +48,19 @@ def create_key(engine: Engine, scope: str, *, prefix: str = "", name: str = "") 
         row = conn.execute(
             api_keys.insert()
             .values(id=key_id, name=name, secret_hash=_hash(secret), scope=scope, prefix=prefix)
-            .returning(*_columns())
+            .returning(*_COLUMNS)
         ).one()
     return f"lq_{key_id}_{secret}", ApiKey(*row)
 
 
-def _columns() -> tuple[object, ...]:
-    c = api_keys.c
-    return (c.id, c.name, c.scope, c.prefix, c.created_at, c.revoked_at)
+_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.scope,
+    api_keys.c.prefix,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
 
 
 def authenticate(engine: Engine, token: str) -> ApiKey | None:
@@ -65,9 +70,7 @@ def authenticate(engine: Engine, token: str) -> ApiKey | None:
         return None
     _, key_id, secret = parts
     with engine.connect() as conn:
-        row = conn.execute(
-            select(api_keys.c.secret_hash, *_columns()).where(api_keys.c.id == key_id)  # type: ignore[arg-type]
-        ).one_or_none()
+        row = conn.execute(select(api_keys.c.secret_hash, *_COLUMNS).where(api_keys.c.id == key_id)).one_or_none()
     if row is None or not hmac.compare_digest(row[0], _hash(secret)):
         return None
     key = ApiKey(*row[1:])
@@ -76,7 +79,7 @@ def authenticate(engine: Engine, token: str) -> ApiKey | None:
 
 def list_keys(engine: Engine) -> list[ApiKey]:
     with engine.connect() as conn:
-        return [ApiKey(*r) for r in conn.execute(select(*_columns()).order_by(api_keys.c.created_at))]  # type: ignore[arg-type]
+        return [ApiKey(*r) for r in conn.execute(select(*_COLUMNS).order_by(api_keys.c.created_at))]
 
 
 def revoke_key(engine: Engine, key_id: str) -> bool:

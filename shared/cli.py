@@ -32,8 +32,9 @@ class LazyGroup(click.Group):
 @click.option("--log-level", default="INFO", show_default=True, envvar="LEDGERQ_LOG_LEVEL")
 def cli(log_level: str) -> None:
     """ledgerq: ordered, exactly-once balance commands over a double-entry ledger."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]
@@ -122,16 +123,22 @@ def status() -> None:
     click.echo(f"{'partition':>9}  {'owner':<40} {'queued':>8} {'inflight':>8} {'oldest_s':>9} {'applied':>9}")
     for s in partition_states(Redis.from_url(settings.redis_url), settings.partitions):
         age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}"
-        click.echo(f"{s.partition:>9}  {s.owner or '-':<40} {s.queued:>8} {s.inflight:>8} {age:>9} "
-                   f"{counts.get((s.partition, 'applied'), 0):>9}")
+        click.echo(
+            f"{s.partition:>9}  {s.owner or '-':<40} {s.queued:>8} {s.inflight:>8} {age:>9} "
+            f"{counts.get((s.partition, 'applied'), 0):>9}"
+        )
 
 
 @cli.command()
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--partitions", type=int, default=4, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="keep the servers' data here (default: a temporary folder removed on exit)")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="keep the servers' data here (default: a temporary folder removed on exit)",
+)
 def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
     """Run the whole system on private PostgreSQL and Redis servers."""
     from shared.dev import run_dev

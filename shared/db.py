@@ -41,19 +41,16 @@ def migrate(settings: Settings) -> None:
 def fix_partitions(engine: Engine, wanted: int) -> int:
     """Store P on first run; refuse another P later. Returns the stored P."""
     with engine.begin() as conn:
-        conn.execute(
-            insert(ledger_config).values(key="partitions", value=str(wanted)).on_conflict_do_nothing()
+        conn.execute(insert(ledger_config).values(key="partitions", value=str(wanted)).on_conflict_do_nothing())
+        stored = int(
+            conn.execute(select(ledger_config.c.value).where(ledger_config.c.key == "partitions")).scalar_one()
         )
-        stored = int(conn.execute(select(ledger_config.c.value).where(ledger_config.c.key == "partitions"))
-                     .scalar_one())
         if stored != wanted:
             raise ConfigurationError(
                 f"this database was initialised with {stored} partitions; LEDGERQ_PARTITIONS={wanted} "
                 "would reroute accounts. Set LEDGERQ_PARTITIONS to the stored value."
             )
-        conn.execute(
-            insert(partitions).values([{"partition": p} for p in range(stored)]).on_conflict_do_nothing()
-        )
+        conn.execute(insert(partitions).values([{"partition": p} for p in range(stored)]).on_conflict_do_nothing())
     return stored
 
 

@@ -40,8 +40,12 @@ def run_dev(port: int, partitions: int, data_dir: Path | None, host: str = "127.
     try:
         postgres.start()
         redis.start()
-        env = {**os.environ, "LEDGERQ_DATABASE_URL": postgres.url, "LEDGERQ_REDIS_URL": redis.url,
-               "LEDGERQ_PARTITIONS": str(partitions)}
+        env = {
+            **os.environ,
+            "LEDGERQ_DATABASE_URL": postgres.url,
+            "LEDGERQ_REDIS_URL": redis.url,
+            "LEDGERQ_PARTITIONS": str(partitions),
+        }
         settings = Settings(database_url=postgres.url, redis_url=redis.url, partitions=partitions)
         migrate(settings)
         engine = make_engine(settings, pool_size=1)
@@ -54,12 +58,11 @@ def run_dev(port: int, partitions: int, data_dir: Path | None, host: str = "127.
         url = f"http://{host}:{port}"
         _wait_ready(url, children, stop)
         print(f"ledgerq dev ready: url={url} key={secret}", flush=True)
-        print(f"  postgres {postgres.url}\n  redis    {redis.url} (appendfsync always)\n  data     {root}",
-              flush=True)
+        print(f"  postgres {postgres.url}\n  redis    {redis.url} (appendfsync always)\n  data     {root}", flush=True)
         while not stop.wait(0.5):
             dead = [c for c in children if c.poll() is not None]
             if dead:
-                print(f"ledgerq dev: a child exited ({dead[0].args}); stopping", file=sys.stderr, flush=True)
+                print(f"ledgerq dev: a child exited ({dead[0].args!r}); stopping", file=sys.stderr, flush=True)
                 return 1
         return 0
     finally:
@@ -79,8 +82,9 @@ def run_dev(port: int, partitions: int, data_dir: Path | None, host: str = "127.
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     # stdin closed and a new process group: Ctrl-C reaches `ledgerq dev`, which stops children in order.
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+    )
 
 
 def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], stop: threading.Event) -> None:

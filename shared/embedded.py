@@ -22,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from redis import Redis
@@ -95,14 +96,17 @@ class PostgresServer:
     port: int = field(default_factory=free_port)
     bindir: Path = field(default_factory=find_pg_bindir)
     database: str = "ledgerq"
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
 
-    def _user(self) -> dict[str, str]:
-        return {"user": UNPRIVILEGED_USER, "group": "nogroup"} if _as_root() else {}
+    def _user(self) -> str | None:
+        return UNPRIVILEGED_USER if _as_root() else None
+
+    def _group(self) -> str | None:
+        return "nogroup" if _as_root() else None
 
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
@@ -115,20 +119,50 @@ class PostgresServer:
                 parent.chmod(parent.stat().st_mode | 0o011)  # let `nobody` traverse
             shutil.chown(self.data_dir, UNPRIVILEGED_USER, "nogroup")
         subprocess.run(
-            [str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-             "--encoding=UTF8", "--no-instructions"],
-            check=True, capture_output=True, **self._user(),  # type: ignore[arg-type]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            check=True,
+            capture_output=True,
+            user=self._user(),
+            group=self._group(),
         )
 
     def start(self) -> PostgresServer:
         self.init()
         log = open(self.data_dir.parent / f"postgres-{self.port}.log", "ab")  # noqa: SIM115 - kept for the child
         self.process = subprocess.Popen(
-            [str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-             "-c", "max_connections=300", "-c", "shared_buffers=128MB", "-c", "fsync=on",
-             "-c", "synchronous_commit=on"],
-            stdout=log, stderr=log, preexec_fn=_die_with_parent, **self._user(),  # type: ignore[arg-type]
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.data_dir}",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=128MB",
+                "-c",
+                "fsync=on",
+                "-c",
+                "synchronous_commit=on",
+            ],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,
+            user=self._user(),
+            group=self._group(),
         )
         self._wait_ready()
         with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
@@ -173,7 +207,7 @@ class RedisServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
     binary: Path = field(default_factory=find_redis_server)
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:
@@ -183,10 +217,28 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - kept for the child
         self.process = subprocess.Popen(
-            [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--protected-mode", "yes"],
-            stdout=log, stderr=log, preexec_fn=_die_with_parent,
+            [
+                str(self.binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         client = Redis.from_url(self.url, socket_connect_timeout=1)

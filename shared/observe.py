@@ -47,9 +47,15 @@ def partition_states(redis: Redis, partitions: int) -> list[PartitionState]:
         age = None
         if enqueued[p]:
             age = max(0.0, now - _parse_rq_time(enqueued[p].decode()))
-        states.append(PartitionState(
-            p, owner.decode() if owner else None, int(raw[5 * p + 1]), int(raw[5 * p + 2]), age,
-        ))
+        states.append(
+            PartitionState(
+                p,
+                owner.decode() if owner else None,
+                int(raw[5 * p + 1]),
+                int(raw[5 * p + 2]),
+                age,
+            )
+        )
     return states
 
 

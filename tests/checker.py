@@ -29,14 +29,23 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.out_of_order or self.unjustified_rejections
-                    or self.balance_mismatches or self.failed or self.problems)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.out_of_order
+            or self.unjustified_rejections
+            or self.balance_mismatches
+            or self.failed
+            or self.problems
+        )
 
     def line(self) -> str:
-        return (f"acknowledged={self.acknowledged} applied={self.applied} rejected={self.rejected} "
-                f"failed={self.failed} lost={self.lost} duplicated={self.duplicated} "
-                f"out_of_order={self.out_of_order} unjustified_rejections={self.unjustified_rejections} "
-                f"balance_mismatches={self.balance_mismatches}")
+        return (
+            f"acknowledged={self.acknowledged} applied={self.applied} rejected={self.rejected} "
+            f"failed={self.failed} lost={self.lost} duplicated={self.duplicated} "
+            f"out_of_order={self.out_of_order} unjustified_rejections={self.unjustified_rejections} "
+            f"balance_mismatches={self.balance_mismatches}"
+        )
 
 
 def legs(payload: dict[str, Any]) -> dict[str, int]:
@@ -49,27 +58,40 @@ def legs(payload: dict[str, Any]) -> dict[str, int]:
     return {payload["account_id"]: -amount, payload["to_account_id"]: amount}
 
 
-def check(engine: Engine, acknowledged: dict[str, dict[str, Any]],
-          sent_in_order: dict[str, list[str]]) -> Report:
+def check(engine: Engine, acknowledged: dict[str, dict[str, Any]], sent_in_order: dict[str, list[str]]) -> Report:
     """`acknowledged`: id -> payload of every command answered 202/200.
     `sent_in_order`: client (thread) -> ids it sent one after another."""
     report = Report(acknowledged=len(acknowledged))
     ids = list(acknowledged)
     with engine.connect() as conn:
-        outcomes = {r.id: r for r in conn.execute(
-            text("SELECT id, status, error_code, result FROM commands WHERE id = ANY(:ids)"), {"ids": ids})}
-        rows = conn.execute(text(
-            "SELECT e.account_id, e.seq, e.command_id, e.amount, e.balance_after, a.overdraft_limit "
-            "FROM entries e JOIN accounts a ON a.id = e.account_id WHERE e.command_id = ANY(:ids) "
-            "ORDER BY e.account_id, e.seq"), {"ids": ids}).all()
+        outcomes = {
+            r.id: r
+            for r in conn.execute(
+                text("SELECT id, status, error_code, result FROM commands WHERE id = ANY(:ids)"), {"ids": ids}
+            )
+        }
+        rows = conn.execute(
+            text(
+                "SELECT e.account_id, e.seq, e.command_id, e.amount, e.balance_after, a.overdraft_limit "
+                "FROM entries e JOIN accounts a ON a.id = e.account_id WHERE e.command_id = ANY(:ids) "
+                "ORDER BY e.account_id, e.seq"
+            ),
+            {"ids": ids},
+        ).all()
         touched = sorted({a for p in acknowledged.values() for a in legs(p)})
-        balances = dict(conn.execute(text("SELECT id, balance FROM accounts WHERE id = ANY(:ids)"),
-                                     {"ids": touched}).all())
-        limits = dict(conn.execute(text("SELECT id, overdraft_limit FROM accounts WHERE id = ANY(:ids)"),
-                                   {"ids": touched}).all())
-        all_entries = conn.execute(text(
-            "SELECT account_id, seq, command_id, amount, balance_after FROM entries WHERE account_id = ANY(:ids) "
-            "ORDER BY account_id, seq"), {"ids": touched}).all()
+        balances = dict(
+            conn.execute(text("SELECT id, balance FROM accounts WHERE id = ANY(:ids)"), {"ids": touched}).all()
+        )
+        limits = dict(
+            conn.execute(text("SELECT id, overdraft_limit FROM accounts WHERE id = ANY(:ids)"), {"ids": touched}).all()
+        )
+        all_entries = conn.execute(
+            text(
+                "SELECT account_id, seq, command_id, amount, balance_after FROM entries WHERE account_id = ANY(:ids) "
+                "ORDER BY account_id, seq"
+            ),
+            {"ids": touched},
+        ).all()
     by_command: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         by_command[row.command_id].append(row)
@@ -95,22 +117,30 @@ def check(engine: Engine, acknowledged: dict[str, dict[str, Any]],
     return report
 
 
-def _check_histories(report: Report, history: dict[str, list[Any]], limits: dict[str, int],
-                     balances: dict[str, int]) -> None:
+def _check_histories(
+    report: Report, history: dict[str, list[Any]], limits: dict[str, int], balances: dict[str, int]
+) -> None:
     for account, entries in history.items():
         running = 0
         for n, entry in enumerate(entries, start=1):
             running += entry.amount
             if entry.seq != n or entry.balance_after != running or running < -limits[account]:
-                report.problems.append(f"{account} seq {entry.seq}: balance_after {entry.balance_after}, "
-                                       f"replayed {running}, limit {limits[account]}")
+                report.problems.append(
+                    f"{account} seq {entry.seq}: balance_after {entry.balance_after}, "
+                    f"replayed {running}, limit {limits[account]}"
+                )
                 break
         if balances[account] != running:
             report.balance_mismatches += 1
 
 
-def _check_rejections(report: Report, acknowledged: dict[str, dict[str, Any]], outcomes: dict[str, Any],
-                      history: dict[str, list[Any]], limits: dict[str, int]) -> None:
+def _check_rejections(
+    report: Report,
+    acknowledged: dict[str, dict[str, Any]],
+    outcomes: dict[str, Any],
+    history: dict[str, list[Any]],
+    limits: dict[str, int],
+) -> None:
     """Each insufficient_funds names the balance and seq it saw: both must be real and must justify it."""
     for command_id, payload in acknowledged.items():
         outcome = outcomes.get(command_id)
@@ -123,8 +153,12 @@ def _check_rejections(report: Report, acknowledged: dict[str, dict[str, Any]], o
             report.unjustified_rejections += 1
 
 
-def _check_order(report: Report, sent_in_order: dict[str, list[str]], acknowledged: dict[str, dict[str, Any]],
-                 history: dict[str, list[Any]]) -> None:
+def _check_order(
+    report: Report,
+    sent_in_order: dict[str, list[str]],
+    acknowledged: dict[str, dict[str, Any]],
+    history: dict[str, list[Any]],
+) -> None:
     """Per account, one client's commands routed by that account apply in the order it sent them."""
     position = {(account, e.command_id): e.seq for account, es in history.items() for e in es}
     for ids in sent_in_order.values():

@@ -41,8 +41,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postgres
 @pytest.fixture(scope="session")
 def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
     postgres, redis = servers
-    s = Settings(database_url=postgres.url, redis_url=redis.url, partitions=PARTITIONS, lease_ttl_ms=2000,
-                 backoff_s_max=0.5)
+    s = Settings(
+        database_url=postgres.url, redis_url=redis.url, partitions=PARTITIONS, lease_ttl_ms=2000, backoff_s_max=0.5
+    )
     migrate(s)
     engine = make_engine(s, pool_size=1)
     fix_partitions(engine, PARTITIONS)
@@ -118,13 +119,22 @@ def make_account(http: TestClient) -> Callable[..., str]:
 
     def make(balance: int = 0, currency: str = "USD", overdraft_limit: int = 0, prefix: str = "acct") -> str:
         account_id = uid(prefix)
-        created = http.post("/v1/accounts", json={"id": account_id, "currency": currency,
-                                                  "overdraft_limit": overdraft_limit})
+        created = http.post(
+            "/v1/accounts", json={"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+        )
         assert created.status_code == 201, created.text
         if balance:
             command_id = uid("fund")
-            sent = http.post("/v1/commands", json={"id": command_id, "type": "deposit", "account_id": account_id,
-                                                   "amount": balance, "currency": currency})
+            sent = http.post(
+                "/v1/commands",
+                json={
+                    "id": command_id,
+                    "type": "deposit",
+                    "account_id": account_id,
+                    "amount": balance,
+                    "currency": currency,
+                },
+            )
             assert sent.status_code == 202, sent.text
             final = http.get(f"/v1/commands/{command_id}", params={"wait": 30}).json()
             assert final["status"] == "applied", final

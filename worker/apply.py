@@ -68,9 +68,7 @@ _FINISH_COMMANDS = text(
            AS v(id, status, error_code, error_detail, result)
      WHERE c.id = v.id AND c.status = 'queued'
     """
-).bindparams(
-    *(bindparam(name, type_=ARRAY(TEXT)) for name in ("ids", "statuses", "codes", "details", "results"))
-)
+).bindparams(*(bindparam(name, type_=ARRAY(TEXT)) for name in ("ids", "statuses", "codes", "details", "results")))
 
 
 def check_epoch(conn: Connection, partition: int, epoch: int) -> None:
@@ -102,8 +100,13 @@ def apply_batch(
             row.id: row
             for row in conn.execute(
                 select(
-                    commands.c.id, commands.c.status, commands.c.payload, commands.c.partition,
-                    commands.c.error_code, commands.c.error_detail, commands.c.result,
+                    commands.c.id,
+                    commands.c.status,
+                    commands.c.payload,
+                    commands.c.partition,
+                    commands.c.error_code,
+                    commands.c.error_detail,
+                    commands.c.result,
                 ).where(commands.c.id.in_(command_ids))
             )
         }
@@ -156,8 +159,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.
             seen = states.get(command.account_id)
-            result = None if seen is None else {
-                "account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
+            result = None if seen is None else {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
             batch.finished.append(Finished(command_id, "rejected", outcome.code, outcome.detail, result))
             continue
         batch.finished.append(Finished(command_id, "applied", result=_record(batch, command_id, states, outcome)))
@@ -178,8 +180,14 @@ def _record(batch: _Batch, command_id: str, states: dict[str, AccountState], out
                 "counterparty": leg.counterparty,
             }
         )
-        legs.append({"account_id": leg.account_id, "seq": after.entry_count, "amount": leg.amount,
-                     "balance_after": after.balance})
+        legs.append(
+            {
+                "account_id": leg.account_id,
+                "seq": after.entry_count,
+                "amount": leg.amount,
+                "balance_after": after.balance,
+            }
+        )
     return {"entries": legs}
 
 
@@ -188,8 +196,12 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
         return {}
     rows = conn.execute(
         select(
-            accounts.c.id, accounts.c.currency, accounts.c.balance, accounts.c.overdraft_limit,
-            accounts.c.entry_count, accounts.c.kind,
+            accounts.c.id,
+            accounts.c.currency,
+            accounts.c.balance,
+            accounts.c.overdraft_limit,
+            accounts.c.entry_count,
+            accounts.c.kind,
         )
         .where(accounts.c.id.in_(account_ids))
         .order_by(accounts.c.id)

@@ -11,8 +11,13 @@ from shared.settings import Settings
 
 
 @click.command()
-@click.option("--partition", "partitions", type=int, multiple=True,
-              help="a partition to own (repeatable); none: contend for every partition")
+@click.option(
+    "--partition",
+    "partitions",
+    type=int,
+    multiple=True,
+    help="a partition to own (repeatable); none: contend for every partition",
+)
 def worker(partitions: tuple[int, ...]) -> None:
     """Own partitions by lease and apply their commands in order."""
     from worker.main import install_signal_handlers, run_worker

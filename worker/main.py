@@ -27,14 +27,16 @@ IDLE_IN_TRANSACTION_MS = 10_000
 def redis_for_worker(settings: Settings) -> Redis:
     # The blocking wait is at most a third of the lease; the socket must outlast it.
     timeout_s = settings.lease_ttl_ms / 1000 + 5
-    return Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5,
-                          health_check_interval=30)
+    return Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30
+    )
 
 
 def run_worker(settings: Settings, partitions: list[int], stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     engine = make_engine(
-        settings, pool_size=max(2, len(partitions)),
+        settings,
+        pool_size=max(2, len(partitions)),
         options=f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
     )
     check_partitions(engine, settings.partitions)
@@ -53,8 +55,7 @@ def run_worker(settings: Settings, partitions: list[int], stop: threading.Event 
             stop.set()
 
     threads = [
-        threading.Thread(target=guarded, args=(r,), name=f"partition-{r.partition}", daemon=True)
-        for r in runners
+        threading.Thread(target=guarded, args=(r,), name=f"partition-{r.partition}", daemon=True) for r in runners
     ]
     for thread in threads:
         thread.start()

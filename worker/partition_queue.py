@@ -77,7 +77,10 @@ class PartitionQueue:
         name = queue_name(partition)
         self._keys_take = [lease_key(partition), inflight_key(partition), queue_key(partition)]
         self._keys_complete = [
-            lease_key(partition), inflight_key(partition), f"rq:finished:{name}", f"rq:failed:{name}",
+            lease_key(partition),
+            inflight_key(partition),
+            f"rq:finished:{name}",
+            f"rq:failed:{name}",
         ]
 
     def take(self, token: str, limit: int) -> Taken:
@@ -89,12 +92,18 @@ class PartitionQueue:
 
     def wait(self, timeout_s: float) -> None:
         """Block until a job arrives (moving it in flight, where the next `take` finds it first)."""
-        self.redis.blmove(self._keys_take[2], self._keys_take[1], timeout_s, "LEFT", "RIGHT")
+        # Redis 6+ takes fractional seconds; redis-py's stub says int.
+        self.redis.blmove(self._keys_take[2], self._keys_take[1], timeout_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
 
     def complete(self, token: str, done: list[tuple[str, str]], taken: int) -> None:
         """Mark jobs finished/failed in RQ's terms and drop the first `taken` in-flight ids."""
         args: list[str | int | float] = [
-            token, taken, int(time.time()), _iso_now(), self.result_ttl_s, self.failure_ttl_s,
+            token,
+            taken,
+            int(time.time()),
+            _iso_now(),
+            self.result_ttl_s,
+            self.failure_ttl_s,
         ]
         for job_id, status in done:
             args += [job_id, status]

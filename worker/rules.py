@@ -49,9 +49,7 @@ class Rejected:
 Outcome = Applied | Rejected
 
 
-def plan(
-    command: Deposit | Withdraw | Transfer, accounts: dict[str, AccountState], world_id: str
-) -> Outcome:
+def plan(command: Deposit | Withdraw | Transfer, accounts: dict[str, AccountState], world_id: str) -> Outcome:
     """Decide one command against current balances. Never raises for a business reason."""
     try:
         source, target = _source_and_target(command, world_id)
@@ -59,16 +57,13 @@ def plan(
         credit = _require(accounts, target, command.currency)
         if not debit.is_system and debit.balance - command.amount < -debit.overdraft_limit:
             raise InsufficientFunds(
-                f"balance {debit.balance} with overdraft limit {debit.overdraft_limit} "
-                f"cannot cover {command.amount}"
+                f"balance {debit.balance} with overdraft limit {debit.overdraft_limit} cannot cover {command.amount}"
             )
         if credit.balance + command.amount > AMOUNT_MAX or debit.balance - command.amount < BALANCE_MIN:
             raise Rejection("the balance would leave the int64 range", code="amount_out_of_range")
     except Rejection as refusal:
         return Rejected(refusal.code, refusal.detail)
-    return Applied(
-        (Leg(source, -command.amount, target), Leg(target, command.amount, source))
-    )
+    return Applied((Leg(source, -command.amount, target), Leg(target, command.amount, source)))
 
 
 def _source_and_target(command: Deposit | Withdraw | Transfer, world_id: str) -> tuple[str, str]:

@@ -8,11 +8,13 @@ times alone before it is recorded `failed`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from redis import Redis
@@ -49,9 +51,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class PartitionRunner:
-    def __init__(
-        self, partition: int, settings: Settings, engine: Engine, redis: Redis, stop: threading.Event
-    ) -> None:
+    def __init__(self, partition: int, settings: Settings, engine: Engine, redis: Redis, stop: threading.Event) -> None:
         self.partition = partition
         self.settings = settings
         self.engine = engine
@@ -120,10 +120,9 @@ class PartitionRunner:
         return finished
 
     def _release(self) -> None:
-        try:
+        # If Redis is away the lease lapses by itself after lease_ttl_ms.
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             self.lease.release()
-        except (RedisConnectionError, RedisTimeoutError):
-            pass  # it lapses by itself after lease_ttl_ms
 
     # -- apply with retries: transient faults wait in place, poison is isolated and bounded ----------
 
@@ -135,8 +134,7 @@ class PartitionRunner:
         except Exception:
             if len(command_ids) == 1:
                 raise
-            log.exception("partition %s: a batch of %s raised; applying one by one",
-                          self.partition, len(command_ids))
+            log.exception("partition %s: a batch of %s raised; applying one by one", self.partition, len(command_ids))
         finished: list[Finished] = []
         for command_id in command_ids:
             finished += self._apply_one(command_id)
@@ -145,9 +143,7 @@ class PartitionRunner:
     def _apply_one(self, command_id: str) -> list[Finished]:
         while True:
             try:
-                return self._with_backoff(
-                    lambda: apply_batch(self.engine, self.partition, self.epoch, [command_id])
-                )
+                return self._with_backoff(partial(apply_batch, self.engine, self.partition, self.epoch, [command_id]))
             except (Fenced, LeaseLost, Stopping):
                 raise
             except Exception as exc:
@@ -157,10 +153,9 @@ class PartitionRunner:
                 if attempts >= self.settings.poison_attempts_max:
                     self.counts["poison"] += 1
                     detail = f"{type(exc).__name__}: {exc}"[:500]
+                    failure = {command_id: detail}
                     return self._with_backoff(
-                        lambda: apply_batch(
-                            self.engine, self.partition, self.epoch, [command_id], {command_id: detail}
-                        )
+                        partial(apply_batch, self.engine, self.partition, self.epoch, [command_id], failure)
                     )
 
     def _complete(self, jobs: list[DecodedJob], finished: list[Finished], taken: int) -> None:
@@ -170,8 +165,12 @@ class PartitionRunner:
             outcome = by_command.get(job.command_id) if job.command_id else None
             if outcome is None:
                 # Forged, damaged or orphaned job: nothing in the ledger moves for it.
-                log.error("partition %s: job %s not applied: %s", self.partition, job.job_id,
-                          job.problem or "no such command in Postgres")
+                log.error(
+                    "partition %s: job %s not applied: %s",
+                    self.partition,
+                    job.job_id,
+                    job.problem or "no such command in Postgres",
+                )
                 self.counts["bad_jobs"] += 1
                 done.append((job.job_id, "failed"))
                 continue
@@ -203,10 +202,8 @@ class PartitionRunner:
                 log.warning("partition %s: %s; retrying in %.2fs", self.partition, exc.__class__.__name__, delay_s)
             self._sleep(delay_s)
             delay_s = min(delay_s * 2, self.settings.backoff_s_max)
-            try:
+            with contextlib.suppress(*TRANSIENT):  # Redis away too: the lease check on the next take decides
                 self._renew_if_due()
-            except TRANSIENT:
-                pass  # Redis is away too; the lease check on the next take decides
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):

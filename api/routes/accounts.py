@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,7 @@ from shared.errors import Conflict, NotFound
 from shared.schema import accounts, entries
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+NEW_ACCOUNT = TypeAdapter(NewAccount)
 
 LIMIT_MAX = 1000
 
@@ -28,11 +30,12 @@ LIMIT_MAX = 1000
     status_code=201,
     response_model=AccountOut,
     responses={200: {"model": AccountOut, "description": "the same account already exists"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": NewAccount.model_json_schema()}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": NewAccount.model_json_schema()}}}
+    },
 )
 async def create_account(request: Request, response: Response, ctx: ContextDep, key: WriteKey) -> dict[str, Any]:
-    new = validate(NewAccount, await json_object(request))
+    new = validate(NEW_ACCOUNT, await json_object(request))
     _check_prefix(key, new.id)
     created, row = await run_in_threadpool(_create, ctx, new)
     if not created:
@@ -49,9 +52,11 @@ def _create(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]:
             .returning(accounts.c.id)
         ).scalar_one_or_none()
         row = _read(conn, new.id)
-    assert row is not None  # noqa: S101 - inserted or already there, in one transaction
+    assert row is not None
     if inserted is None and (row["currency"], row["overdraft_limit"], row["metadata"]) != (
-        new.currency, new.overdraft_limit, new.metadata
+        new.currency,
+        new.overdraft_limit,
+        new.metadata,
     ):
         raise Conflict(f"account {new.id!r} exists with other attributes")
     return inserted is not None, row
@@ -60,8 +65,13 @@ def _create(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]:
 def _read(conn: Any, account_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         select(
-            accounts.c.id, accounts.c.currency, accounts.c.balance, accounts.c.overdraft_limit,
-            accounts.c.entry_count, accounts.c.metadata, accounts.c.updated_at,
+            accounts.c.id,
+            accounts.c.currency,
+            accounts.c.balance,
+            accounts.c.overdraft_limit,
+            accounts.c.entry_count,
+            accounts.c.metadata,
+            accounts.c.updated_at,
         ).where(accounts.c.id == account_id, accounts.c.kind == "user")
     ).one_or_none()
     return None if row is None else dict(row._mapping)
@@ -103,8 +113,12 @@ async def list_entries(
                 return None
             rows = conn.execute(
                 select(
-                    entries.c.seq, entries.c.command_id, entries.c.amount, entries.c.balance_after,
-                    entries.c.counterparty, entries.c.created_at,
+                    entries.c.seq,
+                    entries.c.command_id,
+                    entries.c.amount,
+                    entries.c.balance_after,
+                    entries.c.counterparty,
+                    entries.c.created_at,
                 )
                 .where(entries.c.account_id == account_id, entries.c.seq > after_seq)
                 .order_by(entries.c.seq)
@@ -117,4 +131,3 @@ async def list_entries(
     if page is None:
         raise NotFound(f"account {account_id!r} not found")
     return page
-

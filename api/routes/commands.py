@@ -31,10 +31,13 @@ WAIT_POLL_S_MAX = 0.25
     "",
     status_code=202,
     response_model=SubmittedOut,
-    responses={200: {"model": SubmittedOut, "description": "replay of an earlier submit of the same command"},
-               409: {"description": "the id was taken by another payload"}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": COMMAND_ADAPTER.json_schema()}}}},
+    responses={
+        200: {"model": SubmittedOut, "description": "replay of an earlier submit of the same command"},
+        409: {"description": "the id was taken by another payload"},
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": COMMAND_ADAPTER.json_schema()}}}
+    },
 )
 async def submit_command(
     request: Request,
@@ -57,8 +60,7 @@ async def submit_command(
     if done.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return {"id": done.id, "status": "queued" if done.status == "queued" else done.status,
-            "partition": done.partition}
+    return {"id": done.id, "status": "queued" if done.status == "queued" else done.status, "partition": done.partition}
 
 
 @router.get("/{command_id}", response_model=CommandOut, response_model_exclude_none=True)
@@ -97,8 +99,15 @@ def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] 
     with ctx.engine.connect() as conn:
         row = conn.execute(
             select(
-                commands.c.id, commands.c.type, commands.c.status, commands.c.partition, commands.c.payload,
-                commands.c.error_code, commands.c.error_detail, commands.c.result, commands.c.accepted_at,
+                commands.c.id,
+                commands.c.type,
+                commands.c.status,
+                commands.c.partition,
+                commands.c.payload,
+                commands.c.error_code,
+                commands.c.error_detail,
+                commands.c.result,
+                commands.c.accepted_at,
                 commands.c.finished_at,
             ).where(commands.c.id == command_id)
         ).one_or_none()
@@ -112,8 +121,13 @@ def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] 
     if status == "queued" and ctx.redis.hget(job_key(command_id), "status") == b"started":
         status = "started"
     out: dict[str, Any] = {
-        "id": row.id, "type": row.type, "status": status, "partition": row.partition,
-        "result": row.result, "accepted_at": row.accepted_at, "finished_at": row.finished_at,
+        "id": row.id,
+        "type": row.type,
+        "status": status,
+        "partition": row.partition,
+        "result": row.result,
+        "accepted_at": row.accepted_at,
+        "finished_at": row.finished_at,
     }
     if row.error_code:
         out["error"] = {"code": row.error_code, "detail": row.error_detail or ""}

@@ -24,8 +24,12 @@ LEDGERQ = [sys.executable, "-m", "shared.cli"]
 
 
 def env_for(database_url: str, redis_url: str, partitions: int = 4) -> dict[str, str]:
-    return {**os.environ, "LEDGERQ_DATABASE_URL": database_url, "LEDGERQ_REDIS_URL": redis_url,
-            "LEDGERQ_PARTITIONS": str(partitions)}
+    return {
+        **os.environ,
+        "LEDGERQ_DATABASE_URL": database_url,
+        "LEDGERQ_REDIS_URL": redis_url,
+        "LEDGERQ_PARTITIONS": str(partitions),
+    }
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -88,8 +92,9 @@ def test_worker_sigterm_releases_the_lease(fresh_db: tuple[str, str]) -> None:
     assert run(["init"], env).returncode == 0
     redis = Redis.from_url(fresh_db[1])
     redis.flushdb()
-    worker = subprocess.Popen([*LEDGERQ, "worker", "--partition", "0", "--partition", "2"], env=env,
-                              stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [*LEDGERQ, "worker", "--partition", "0", "--partition", "2"], env=env, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while not (redis.get(lease_key(0)) and redis.get(lease_key(2))) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -105,17 +110,28 @@ def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path) -> None:
     """`ledgerq dev` from an empty folder: ready line, deposit → applied → balance, Ctrl-C stops all."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGERQ_")}
-    dev = subprocess.Popen(["ledgerq", "dev", "--port", str(port)], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    dev = subprocess.Popen(
+        ["ledgerq", "dev", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert dev.stdout is not None
         first = dev.stdout.readline().strip()
         assert first.startswith(f"ledgerq dev ready: url=http://127.0.0.1:{port} key=lq_"), first
         url, key = first.split("url=")[1].split(" key=")
         auth = {"Authorization": f"Bearer {key}"}
-        assert httpx.post(f"{url}/v1/accounts", headers=auth, json={"id": "alice", "currency": "USD"}).status_code == 201
-        sent = httpx.post(f"{url}/v1/commands", headers=auth, json={
-            "id": "dep-1", "type": "deposit", "account_id": "alice", "amount": 10000, "currency": "USD"})
+        assert (
+            httpx.post(f"{url}/v1/accounts", headers=auth, json={"id": "alice", "currency": "USD"}).status_code == 201
+        )
+        sent = httpx.post(
+            f"{url}/v1/commands",
+            headers=auth,
+            json={"id": "dep-1", "type": "deposit", "account_id": "alice", "amount": 10000, "currency": "USD"},
+        )
         assert sent.status_code == 202
         status = httpx.get(f"{url}/v1/commands/dep-1", params={"wait": 10}, headers=auth, timeout=15).json()
         assert status["status"] == "applied"

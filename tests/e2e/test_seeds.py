@@ -25,8 +25,12 @@ def test_concurrent_deposits_are_not_lost(http: TestClient, make_account: Callab
     for _ in range(10):
         account = make_account(balance=10_000)
         with ThreadPoolExecutor(2) as pool:
-            sent = list(pool.map(lambda amount: submit(http, type="deposit", account_id=account, amount=amount),
-                                 [5_000, 3_000]))
+            sent = list(
+                pool.map(
+                    lambda amount, account=account: submit(http, type="deposit", account_id=account, amount=amount),
+                    [5_000, 3_000],
+                )
+            )
         assert [code for _, code in sent] == [202, 202]
         assert [wait_final(http, c)["status"] for c, _ in sent] == ["applied", "applied"]
         assert http.get(f"/v1/accounts/{account}").json()["balance"] == 18_000
@@ -37,7 +41,11 @@ def test_concurrent_withdrawals_cannot_overdraw(http: TestClient, make_account: 
     for _ in range(30):
         account = make_account(balance=10_000)
         with ThreadPoolExecutor(2) as pool:
-            sent = list(pool.map(lambda _: submit(http, type="withdraw", account_id=account, amount=8_000), [0, 1]))
+            sent = list(
+                pool.map(
+                    lambda _, account=account: submit(http, type="withdraw", account_id=account, amount=8_000), [0, 1]
+                )
+            )
         outcomes = sorted(
             (body["status"], body.get("error", {}).get("code")) for body in (wait_final(http, c) for c, _ in sent)
         )

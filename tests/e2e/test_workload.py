@@ -31,14 +31,21 @@ def test_random_workload_keeps_every_invariant(http: TestClient, ctx: Context, s
     accounts = [uid("wl") for _ in range(30)]
     for n, account in enumerate(accounts):
         limit = 0 if n % 3 else 2_000
-        assert http.post("/v1/accounts", json={"id": account, "currency": "USD",
-                                               "overdraft_limit": limit}).status_code == 201
+        assert (
+            http.post("/v1/accounts", json={"id": account, "currency": "USD", "overdraft_limit": limit}).status_code
+            == 201
+        )
     plans: list[list[dict[str, Any]]] = [[] for _ in range(THREADS)]
     for n in range(COMMANDS):
         kind = rng.choices(["deposit", "withdraw", "transfer"], [4, 3, 3])[0]
         source, target = rng.sample(accounts, 2)
-        command = {"id": uid("w"), "type": kind, "account_id": source, "amount": rng.randint(1, 5_000),
-                   "currency": "USD"}
+        command = {
+            "id": uid("w"),
+            "type": kind,
+            "account_id": source,
+            "amount": rng.randint(1, 5_000),
+            "currency": "USD",
+        }
         if kind == "transfer":
             command["to_account_id"] = target
         plans[n % THREADS].append(command)
@@ -70,7 +77,11 @@ def test_random_workload_keeps_every_invariant(http: TestClient, ctx: Context, s
     print(f"\nworkload: {report.line()} replays={replays}")
     assert report.ok(), report.problems[:5]
     assert report.acknowledged == COMMANDS and report.rejected > 0 and report.applied > COMMANDS // 2
-    env = {**os.environ, "LEDGERQ_DATABASE_URL": settings.database_url, "LEDGERQ_REDIS_URL": settings.redis_url,
-           "LEDGERQ_PARTITIONS": str(settings.partitions)}
+    env = {
+        **os.environ,
+        "LEDGERQ_DATABASE_URL": settings.database_url,
+        "LEDGERQ_REDIS_URL": settings.redis_url,
+        "LEDGERQ_PARTITIONS": str(settings.partitions),
+    }
     verified = subprocess.run([sys.executable, "-m", "shared.cli", "verify"], env=env, capture_output=True, text=True)
     assert verified.returncode == 0, verified.stdout + verified.stderr

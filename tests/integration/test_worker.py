@@ -49,13 +49,18 @@ def statuses(ctx: Context, ids: list[str]) -> list[str]:
 
 def entries_of(ctx: Context, account: str) -> list[tuple[int, str, int]]:
     with ctx.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-            text("SELECT seq, command_id, amount FROM entries WHERE account_id = :a ORDER BY seq"), {"a": account})]
+        return [
+            tuple(r)
+            for r in conn.execute(  # type: ignore[misc]
+                text("SELECT seq, command_id, amount FROM entries WHERE account_id = :a ORDER BY seq"), {"a": account}
+            )
+        ]
 
 
 def runner(settings: Settings, ctx: Context, partition: int, stop: threading.Event | None = None) -> PartitionRunner:
-    return PartitionRunner(partition, settings, ctx.engine, Redis.from_url(settings.redis_url),
-                           stop or threading.Event())
+    return PartitionRunner(
+        partition, settings, ctx.engine, Redis.from_url(settings.redis_url), stop or threading.Event()
+    )
 
 
 def run_until_idle(r: PartitionRunner, partition: int, timeout_s: float = 20) -> None:
@@ -64,7 +69,11 @@ def run_until_idle(r: PartitionRunner, partition: int, timeout_s: float = 20) ->
     thread.start()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if r.counts["acquired"] and not r.redis.llen(queue_key(partition)) and not r.redis.llen(inflight_key(partition)):
+        if (
+            r.counts["acquired"]
+            and not r.redis.llen(queue_key(partition))
+            and not r.redis.llen(inflight_key(partition))
+        ):
             break
         time.sleep(0.02)
     r.stop.set()
@@ -189,15 +198,18 @@ def test_partition_count_cannot_change(servers: Any) -> None:
     engine.dispose()
 
 
-def test_postgres_outage_pauses_the_partition_without_skipping(
-    tmp_path: Path, servers: Any
-) -> None:
+def test_postgres_outage_pauses_the_partition_without_skipping(tmp_path: Path, servers: Any) -> None:
     """A Postgres stop mid-stream: the worker backs off, then applies everything once, in order."""
     _, redis_server = servers
     postgres = PostgresServer(tmp_path / "pg").start()
     try:
-        settings = Settings(database_url=postgres.url, redis_url=redis_server.url.replace("/0", "/3"),
-                            partitions=1, lease_ttl_ms=2000, backoff_s_max=0.3)
+        settings = Settings(
+            database_url=postgres.url,
+            redis_url=redis_server.url.replace("/0", "/3"),
+            partitions=1,
+            lease_ttl_ms=2000,
+            backoff_s_max=0.3,
+        )
         Redis.from_url(settings.redis_url).flushdb()
         migrate(settings)
         fix_partitions(make_engine(settings, pool_size=1), 1)

@@ -19,10 +19,23 @@ GOOD = {"id": "c-1", "type": "deposit", "account_id": "a:1", "amount": 1, "curre
 @pytest.mark.parametrize(
     "change",
     [
-        {"amount": 0}, {"amount": -5}, {"amount": 1.5}, {"amount": 100.0}, {"amount": "100"}, {"amount": True},
-        {"amount": AMOUNT_MAX + 1}, {"currency": "usd"}, {"currency": "US"}, {"type": "refund"},
-        {"id": "bad id"}, {"id": "x" * 129}, {"id": ""}, {"account_id": "a/b"}, {"extra": 1},
-        {"reference": "r" * 257}, {"metadata": {"k": "v" * 5000}},
+        {"amount": 0},
+        {"amount": -5},
+        {"amount": 1.5},
+        {"amount": 100.0},
+        {"amount": "100"},
+        {"amount": True},
+        {"amount": AMOUNT_MAX + 1},
+        {"currency": "usd"},
+        {"currency": "US"},
+        {"type": "refund"},
+        {"id": "bad id"},
+        {"id": "x" * 129},
+        {"id": ""},
+        {"account_id": "a/b"},
+        {"extra": 1},
+        {"reference": "r" * 257},
+        {"metadata": {"k": "v" * 5000}},
     ],
 )
 def test_bad_commands_are_refused(change: dict[str, object]) -> None:
@@ -41,8 +54,9 @@ def test_transfer_to_self_and_missing_target_are_refused() -> None:
 def test_largest_amount_is_accepted_and_payload_hash_ignores_key_order() -> None:
     command = parse_command({**GOOD, "amount": AMOUNT_MAX})
     assert isinstance(command, Deposit)
-    reordered = parse_command(dict(reversed(list({**GOOD, "amount": AMOUNT_MAX, "metadata": {"b": 1, "a": 2}}
-                                                   .items()))))
+    reordered = parse_command(
+        dict(reversed(list({**GOOD, "amount": AMOUNT_MAX, "metadata": {"b": 1, "a": 2}}.items())))
+    )
     same = parse_command({**GOOD, "amount": AMOUNT_MAX, "metadata": {"a": 2, "b": 1}})
     assert reordered.payload_hash() == same.payload_hash() != command.payload_hash()
 
@@ -54,8 +68,12 @@ def test_routing_is_stable_and_in_range() -> None:
     spread = {partition_for(f"acct-{n}", 8) for n in range(200)}
     assert spread == set(range(8))
     # Same answer in a fresh interpreter (Python's hash() would differ per process).
-    out = subprocess.run([sys.executable, "-c", "from shared.routing import stable_hash; print(stable_hash('alice'))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "from shared.routing import stable_hash; print(stable_hash('alice'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert int(out.stdout) == stable_hash("alice")
     assert world_account("USD", 3) == "@world:USD:3"
 

@@ -38,7 +38,9 @@ def test_overdraft_limit_is_honoured_exactly() -> None:
     w = Withdraw(id="w", type="withdraw", account_id="a", amount=60, currency="USD")
     assert isinstance(plan(w, states, WORLD), Applied)
     w2 = Withdraw(id="w", type="withdraw", account_id="a", amount=61, currency="USD")
-    assert plan(w2, states, WORLD) == Rejected("insufficient_funds", "balance 10 with overdraft limit 50 cannot cover 61")
+    assert plan(w2, states, WORLD) == Rejected(
+        "insufficient_funds", "balance 10 with overdraft limit 50 cannot cover 61"
+    )
 
 
 def test_two_withdrawals_of_80_from_100_only_one_applies() -> None:
@@ -55,8 +57,9 @@ def test_two_withdrawals_of_80_from_100_only_one_applies() -> None:
 
 def test_transfer_moves_between_accounts() -> None:
     states = book(a=300, b=0)
-    out = plan(Transfer(id="t", type="transfer", account_id="a", to_account_id="b", amount=200, currency="USD"),
-               states, WORLD)
+    out = plan(
+        Transfer(id="t", type="transfer", account_id="a", to_account_id="b", amount=200, currency="USD"), states, WORLD
+    )
     assert isinstance(out, Applied)
     after = apply_legs(states, out)
     assert [(leg.account_id, s.balance, s.entry_count) for leg, s in after] == [("a", 100, 1), ("b", 200, 1)]
@@ -65,13 +68,21 @@ def test_transfer_moves_between_accounts() -> None:
 @pytest.mark.parametrize(
     ("states", "command", "code"),
     [
-        (book(a=10), Transfer(id="t", type="transfer", account_id="a", to_account_id="zz", amount=1, currency="USD"),
-         "unknown_account"),
-        ({**book(a=10), "e": AccountState("e", "EUR", 0, 0, 0)},
-         Transfer(id="t", type="transfer", account_id="a", to_account_id="e", amount=1, currency="USD"),
-         "currency_mismatch"),
-        (book(a=1), Deposit(id="d", type="deposit", account_id="a", amount=AMOUNT_MAX, currency="USD"),
-         "amount_out_of_range"),
+        (
+            book(a=10),
+            Transfer(id="t", type="transfer", account_id="a", to_account_id="zz", amount=1, currency="USD"),
+            "unknown_account",
+        ),
+        (
+            {**book(a=10), "e": AccountState("e", "EUR", 0, 0, 0)},
+            Transfer(id="t", type="transfer", account_id="a", to_account_id="e", amount=1, currency="USD"),
+            "currency_mismatch",
+        ),
+        (
+            book(a=1),
+            Deposit(id="d", type="deposit", account_id="a", amount=AMOUNT_MAX, currency="USD"),
+            "amount_out_of_range",
+        ),
         (book(), Withdraw(id="w", type="withdraw", account_id="ghost", amount=1, currency="USD"), "unknown_account"),
     ],
 )
