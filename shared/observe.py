@@ -64,15 +64,19 @@ def _parse_rq_time(value: str) -> float:
 
 
 def redis_durability(redis: Redis) -> tuple[bool | None, str]:
-    """Whether an acknowledged enqueue survives a Redis crash: AOF with appendfsync always."""
+    """Whether an acknowledged enqueue survives a Redis crash: AOF with appendfsync always, on Redis 7.0+
+    (older versions may reply before the fsync)."""
     try:
         appendonly = redis.config_get("appendonly").get("appendonly")
         fsync = redis.config_get("appendfsync").get("appendfsync")
+        version = str(redis.info("server").get("redis_version", "0"))
     except ResponseError as exc:  # CONFIG may be renamed or denied by ACL
         return None, f"unknown: CONFIG GET refused ({exc})"
-    if appendonly == "yes" and fsync == "always":
-        return True, "aof appendfsync always"
-    return False, f"appendonly={appendonly} appendfsync={fsync}: a crash can lose acknowledged commands"
+    if appendonly != "yes" or fsync != "always":
+        return False, f"appendonly={appendonly} appendfsync={fsync}: a crash can lose acknowledged commands"
+    if int(version.split(".")[0]) < 7:
+        return False, f"redis {version} may acknowledge before the fsync; use 7.0+"
+    return True, f"redis {version}, aof appendfsync always"
 
 
 def trial_balance(engine: Engine) -> dict[str, int]:

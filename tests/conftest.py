@@ -24,6 +24,19 @@ from shared.settings import Settings
 PARTITIONS = 4
 
 
+def redis_major_version() -> int:
+    """The major version of the redis-server the fixtures and `ledgerq dev` start."""
+    import re
+    import subprocess
+
+    from shared.embedded import find_redis_server
+
+    out = subprocess.run([str(find_redis_server()), "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"v=(\d+)\.", out)
+    assert match, out
+    return int(match.group(1))
+
+
 def uid(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

@@ -132,8 +132,7 @@ class PartitionRunner:
         except (Fenced, LeaseLost, Stopping):
             raise
         except Exception:
-            if len(command_ids) == 1:
-                raise
+            # Not a dependency fault: a bug or a poison command. Isolate it, keeping order.
             log.exception("partition %s: a batch of %s raised; applying one by one", self.partition, len(command_ids))
         finished: list[Finished] = []
         for command_id in command_ids:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from shared.embedded import free_port
 from shared.keys import lease_key
 from shared.settings import Settings
-from tests.conftest import uid
+from tests.conftest import redis_major_version, uid
 
 LEDGERQ = [sys.executable, "-m", "shared.cli"]
 
@@ -137,7 +137,9 @@ def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path) -> None:
         assert status["status"] == "applied"
         assert httpx.get(f"{url}/v1/accounts/alice", headers=auth).json()["balance"] == 10000
         ready = httpx.get(f"{url}/readyz").json()
-        assert ready["checks"]["redis"]["durable"] is True and ready["checks"]["partitions"]["owned"] == 4
+        # AOF always is on; Redis before 7.0 may still reply before the fsync, and readiness says so.
+        assert ready["checks"]["redis"]["durable"] is (redis_major_version() >= 7)
+        assert ready["checks"]["partitions"]["owned"] == 4
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=60)

