@@ -11,18 +11,16 @@ and is a no-op otherwise (the job hash exists until the command is final).
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from rq.exceptions import DuplicateJobError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from api.context import Context
 from shared.commands import Deposit, Transfer, Withdraw
+from shared.enqueue import enqueue_command
 from shared.errors import CurrencyMismatch, IdempotencyConflict, UnknownAccount
-from shared.keys import JOB_FUNC, job_id
 from shared.routing import partition_for
 from shared.schema import commands
 
@@ -78,14 +76,4 @@ def _check_accounts(ctx: Context, command: AnyCommand) -> None:
 
 
 def _enqueue(ctx: Context, command: AnyCommand, partition: int) -> None:
-    # DuplicateJobError: already queued by a racing submit or an earlier attempt; exactly one job exists.
-    with contextlib.suppress(DuplicateJobError):
-        ctx.queue(partition).enqueue(
-            JOB_FUNC,
-            kwargs={"command": command.payload()},
-            job_id=job_id(command.id),
-            unique=True,
-            result_ttl=ctx.settings.result_ttl_s,
-            failure_ttl=ctx.settings.failure_ttl_s,
-            description=f"{command.type} {command.id}",
-        )
+    enqueue_command(ctx.queue(partition), command.payload(), ctx.settings)

@@ -23,7 +23,17 @@ def make_engine(settings: Settings, *, pool_size: int | None = None, **connect_a
         max_overflow=size,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, **connect_args},
+        # Keepalives and a TCP user timeout: a silently dropped network fails a query in seconds
+        # instead of hanging it (and the partition) for the kernel's default of many minutes.
+        connect_args={
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
+            **connect_args,
+        },
     )
 
 

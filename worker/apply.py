@@ -12,6 +12,7 @@ in-flight work safe.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +87,7 @@ def apply_batch(
     epoch: int,
     command_ids: list[str],
     failures: dict[str, str] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> list[Finished]:
     """Apply `command_ids` in order in one transaction; `failures` are recorded `failed` instead.
 
@@ -128,6 +130,8 @@ def apply_batch(
                 pending.append((command_id, _parse(row.payload)))
         batch = _plan_batch(conn, partition, pending)
         _write(conn, batch)
+        if before_commit is not None:
+            before_commit()
     done = {f.command_id: f for f in batch.finished} | replayed
     return [done[c] for c in command_ids if c in done]
 

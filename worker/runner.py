@@ -25,15 +25,21 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from shared.errors import Fenced
 from shared.settings import Settings
+from worker import faults
 from worker.apply import Finished, apply_batch
 from worker.jobs import DecodedJob, decode_jobs
 from worker.lease import Lease, bump_epoch, new_token
+from worker.orphans import requeue_orphans
 from worker.partition_queue import PartitionQueue
 
 log = logging.getLogger("ledgerq.worker")
 T = TypeVar("T")
 
 TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
+def _before_commit() -> None:
+    faults.hit("before_commit")
 
 
 class LeaseLost(Exception):
@@ -87,7 +93,7 @@ class PartitionRunner:
 
     def _acquire(self) -> bool:
         """Take the lease (waiting while someone else holds it), then start a new fencing epoch."""
-        if not self.lease.try_acquire():
+        if not self.lease.try_acquire() and not self.lease.take_from_dead_holder():
             holder = self.lease.holder()
             if self.counts["waits"] % 20 == 0:
                 log.warning("partition %s is owned by %s; waiting for its lease", self.partition, holder)
@@ -98,6 +104,10 @@ class PartitionRunner:
         self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
         self.counts["acquired"] += 1
         log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)
+        orphans = self._with_backoff(partial(requeue_orphans, self.engine, self.redis, self.partition, self.settings))
+        if orphans:
+            self.counts["orphans"] += orphans
+            log.warning("partition %s: queued %s claimed commands that had no job", self.partition, orphans)
         return True
 
     def _serve(self) -> None:
@@ -113,9 +123,11 @@ class PartitionRunner:
 
     def process(self, job_ids: list[str]) -> list[Finished]:
         """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
+        faults.hit("after_take")
         jobs = decode_jobs(self.redis, job_ids)
         command_ids = [j.command_id for j in jobs if j.command_id is not None]
         finished = self._apply(command_ids) if command_ids else []
+        faults.hit("after_commit")
         self._complete(jobs, finished, len(job_ids))
         return finished
 
@@ -128,7 +140,9 @@ class PartitionRunner:
 
     def _apply(self, command_ids: list[str]) -> list[Finished]:
         try:
-            return self._with_backoff(lambda: apply_batch(self.engine, self.partition, self.epoch, command_ids))
+            return self._with_backoff(
+                partial(apply_batch, self.engine, self.partition, self.epoch, command_ids, None, _before_commit)
+            )
         except (Fenced, LeaseLost, Stopping):
             raise
         except Exception:
@@ -142,7 +156,9 @@ class PartitionRunner:
     def _apply_one(self, command_id: str) -> list[Finished]:
         while True:
             try:
-                return self._with_backoff(partial(apply_batch, self.engine, self.partition, self.epoch, [command_id]))
+                return self._with_backoff(
+                    partial(apply_batch, self.engine, self.partition, self.epoch, [command_id], None, _before_commit)
+                )
             except (Fenced, LeaseLost, Stopping):
                 raise
             except Exception as exc:
