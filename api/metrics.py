@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared.observe import partition_states
+from shared.observe import applied_counts, partition_states
+from shared.schema import COMMAND_STATUSES
 
 if TYPE_CHECKING:
     from api.context import Context
@@ -38,7 +39,16 @@ class PartitionCollector(Collector):
             inflight.add_metric(label, state.inflight)
             lag.add_metric(label, state.oldest_age_s or 0.0)
             owned.add_metric(label, 1.0 if state.owner else 0.0)
-        yield from (depth, inflight, lag, owned)
+        commands = GaugeMetricFamily(
+            "ledgerq_commands",
+            "Commands by partition and status (failed counts poison commands)",
+            labels=["partition", "status"],
+        )
+        counts = applied_counts(self.ctx.engine)
+        for partition in range(self.ctx.settings.partitions):
+            for status in COMMAND_STATUSES:
+                commands.add_metric([str(partition), status], counts.get((partition, status), 0))
+        yield from (depth, inflight, lag, owned, commands)
 
 
 def registry_for(ctx: Context) -> CollectorRegistry:

@@ -24,6 +24,7 @@ from shared.commands import Deposit, Transfer, Withdraw, parse_command
 from shared.errors import Fenced, InvariantViolation
 from shared.routing import world_account
 from shared.schema import FINAL_STATUSES, accounts, commands, entries
+from worker import faults
 from worker.rules import AccountState, Applied, Rejected, apply_legs, plan
 
 AnyCommand = Deposit | Withdraw | Transfer
@@ -159,6 +160,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
         if isinstance(command, str):
             batch.finished.append(Finished(command_id, "failed", "apply_failed", command))
             continue
+        faults.check_poison(command_id)
         outcome = plan(command, states, world_account(command.currency, partition))
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.

@@ -4,6 +4,8 @@ Read once from `LEDGERQ_FAULT_POINTS`, which only the tests set, e.g.
 `before_commit:0.05,after_take:0.02` (point:probability per batch), or
 `before_commit:stop:1` to SIGSTOP instead of SIGKILL. Unset, every hit is a no-op.
 
+`LEDGERQ_FAULT_POISON_PREFIX=poison-` makes applying any command whose id starts so raise.
+
 Points:
 - `after_take`: jobs moved in flight, nothing applied.
 - `before_commit`: entries, balances and outcomes written, transaction not committed.
@@ -40,9 +42,16 @@ def _parse(spec: str) -> dict[str, Fault]:
 
 _FAULTS = _parse(os.environ.get("LEDGERQ_FAULT_POINTS", ""))
 _RANDOM = random.Random()
+# Commands whose id starts with this raise inside the apply step, as a bug would.
+_POISON_PREFIX = os.environ.get("LEDGERQ_FAULT_POISON_PREFIX", "")
 
 
 def hit(point: str) -> None:
     fault = _FAULTS.get(point)
     if fault is not None and _RANDOM.random() < fault.probability:
         os.kill(os.getpid(), fault.signal)
+
+
+def check_poison(command_id: str) -> None:
+    if _POISON_PREFIX and command_id.startswith(_POISON_PREFIX):
+        raise RuntimeError(f"injected fault: command {command_id} is poisoned")

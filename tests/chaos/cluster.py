@@ -1,0 +1,138 @@
+"""A whole ledgerq on real processes for fault injection: PostgreSQL, Redis, `ledgerq api`, and
+`ledgerq worker` processes kept alive by a small supervisor (as supervisord would)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.apikeys import create_key
+from shared.db import fix_partitions, make_engine, migrate
+from shared.embedded import PostgresServer, RedisServer, free_port
+from shared.settings import Settings
+
+LEDGERQ = [sys.executable, "-m", "shared.cli"]
+PARTITIONS = 4
+
+
+@dataclass
+class WorkerProcess:
+    partitions: list[int]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    kills: int = 0
+    exits: list[int] = field(default_factory=list)
+    restart: bool = True
+
+    def start(self) -> None:
+        args = [a for p in self.partitions for a in ("--partition", str(p))]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen([*LEDGERQ, "worker", *args], env=self.env, stdout=log, stderr=log)
+
+    def poll(self) -> int | None:
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            self.exits.append(code)
+            self.kills += code == -signal.SIGKILL
+        return code
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        self.restart = False
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Cluster:
+    def __init__(self, root: Path, *, lease_ttl_ms: int = 2000) -> None:
+        self.root = root
+        self.postgres = PostgresServer(root / "pgdata").start()
+        self.redis = RedisServer(root / "redis").start()
+        self.settings = Settings(database_url=self.postgres.url, redis_url=self.redis.url, partitions=PARTITIONS,
+                                 lease_ttl_ms=lease_ttl_ms, backoff_s_max=0.5)
+        migrate(self.settings)
+        self.engine = make_engine(self.settings, pool_size=4)
+        fix_partitions(self.engine, PARTITIONS)
+        self.key = create_key(self.engine, "admin", name="chaos")[0]
+        self.env = {**os.environ, "LEDGERQ_DATABASE_URL": self.postgres.url, "LEDGERQ_REDIS_URL": self.redis.url,
+                    "LEDGERQ_PARTITIONS": str(PARTITIONS), "LEDGERQ_LEASE_TTL_MS": str(lease_ttl_ms),
+                    "LEDGERQ_BACKOFF_S_MAX": "0.5", "LEDGERQ_LOG_LEVEL": "INFO"}
+        self.api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[WorkerProcess] = []
+        self._stop = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    # -- processes ---------------------------------------------------------------------------------
+
+    def start_api(self) -> None:
+        with open(self.root / "api.log", "ab") as log:
+            self.api = subprocess.Popen([*LEDGERQ, "api", "--port", str(self.api_port)], env=self.env,
+                                        stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("api did not start")
+
+    def add_worker(self, partitions: list[int], **env: str) -> WorkerProcess:
+        worker = WorkerProcess(partitions, {**self.env, **env}, self.root / f"worker-{len(self.workers)}.log")
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def _supervise(self) -> None:
+        """Restart any worker that died (kill -9 included), like supervisord's autorestart."""
+        while not self._stop.wait(0.05):
+            for worker in list(self.workers):
+                if worker.restart and worker.process is not None and worker.poll() is not None:
+                    worker.start()
+
+    def kills(self) -> int:
+        return sum(w.kills for w in self.workers)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._supervisor.join(timeout=5)
+        for worker in self.workers:
+            worker.stop()
+        if self.api is not None:
+            self.api.terminate()
+            self.api.wait(timeout=30)
+        self.engine.dispose()
+        self.redis.stop()
+        self.postgres.stop()
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    def wait_drained(self, timeout_s: float = 120) -> None:
+        """Until no command is left queued in Postgres (every one final)."""
+        from sqlalchemy import text
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM commands WHERE status = 'queued'")).scalar_one()
+            if left == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{left} commands still queued after {timeout_s}s")
