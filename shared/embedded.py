@@ -20,7 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,12 @@ def _die_with_parent() -> None:
     """Children receive SIGTERM if the process that started them dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _tied_to_parent() -> Callable[[], None] | None:
+    # PR_SET_PDEATHSIG fires when the *thread* that forked exits, so only tie servers started
+    # from the main thread (a restart from a helper thread would die with that thread).
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def _as_root() -> bool:
@@ -169,7 +177,7 @@ class PostgresServer:
             ],
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_tied_to_parent(),
             user=self._user(),
             group=self._group(),
         )
@@ -247,7 +255,7 @@ class RedisServer:
             ],
             stdout=log,
             stderr=log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_tied_to_parent(),
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         client = Redis.from_url(self.url, socket_connect_timeout=1)
