@@ -62,15 +62,26 @@ class Cluster:
         self.root = root
         self.postgres = PostgresServer(root / "pgdata").start()
         self.redis = RedisServer(root / "redis").start()
-        self.settings = Settings(database_url=self.postgres.url, redis_url=self.redis.url, partitions=PARTITIONS,
-                                 lease_ttl_ms=lease_ttl_ms, backoff_s_max=0.5)
+        self.settings = Settings(
+            database_url=self.postgres.url,
+            redis_url=self.redis.url,
+            partitions=PARTITIONS,
+            lease_ttl_ms=lease_ttl_ms,
+            backoff_s_max=0.5,
+        )
         migrate(self.settings)
         self.engine = make_engine(self.settings, pool_size=4)
         fix_partitions(self.engine, PARTITIONS)
         self.key = create_key(self.engine, "admin", name="chaos")[0]
-        self.env = {**os.environ, "LEDGERQ_DATABASE_URL": self.postgres.url, "LEDGERQ_REDIS_URL": self.redis.url,
-                    "LEDGERQ_PARTITIONS": str(PARTITIONS), "LEDGERQ_LEASE_TTL_MS": str(lease_ttl_ms),
-                    "LEDGERQ_BACKOFF_S_MAX": "0.5", "LEDGERQ_LOG_LEVEL": "INFO"}
+        self.env = {
+            **os.environ,
+            "LEDGERQ_DATABASE_URL": self.postgres.url,
+            "LEDGERQ_REDIS_URL": self.redis.url,
+            "LEDGERQ_PARTITIONS": str(PARTITIONS),
+            "LEDGERQ_LEASE_TTL_MS": str(lease_ttl_ms),
+            "LEDGERQ_BACKOFF_S_MAX": "0.5",
+            "LEDGERQ_LOG_LEVEL": "INFO",
+        }
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.api: subprocess.Popen[bytes] | None = None
@@ -83,8 +94,9 @@ class Cluster:
 
     def start_api(self) -> None:
         with open(self.root / "api.log", "ab") as log:
-            self.api = subprocess.Popen([*LEDGERQ, "api", "--port", str(self.api_port)], env=self.env,
-                                        stdout=log, stderr=log)
+            self.api = subprocess.Popen(
+                [*LEDGERQ, "api", "--port", str(self.api_port)], env=self.env, stdout=log, stderr=log
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -42,8 +42,13 @@ def deposits(cluster: Cluster, history: History, account: str, count: int, clien
     ids = []
     with http_for(cluster) as http:
         for n in range(count):
-            command = {"id": f"d-{uuid.uuid4().hex[:12]}", "type": "deposit", "account_id": account,
-                       "amount": n + 1, "currency": "USD"}
+            command = {
+                "id": f"d-{uuid.uuid4().hex[:12]}",
+                "type": "deposit",
+                "account_id": account,
+                "amount": n + 1,
+                "currency": "USD",
+            }
             history.sent_in_order.setdefault(client, []).append(command["id"])
             submit(http, history, client, command)
             ids.append(command["id"])
@@ -154,7 +159,9 @@ def test_redis_kill_minus_9_and_restart(cluster: Cluster) -> None:
             time.sleep(1.0)
             cluster.redis.start()
 
-    history, report = run(cluster, commands_min=2000, commands_max=2000, chaos=crash_redis)
+    history, report = run(
+        cluster, commands_min=2000, commands_max=8000, chaos=crash_redis, enough=lambda: len(crashes) == 2
+    )
     print(line("redis kill -9", history, report, cluster, crashes=len(crashes)))
     assert len(crashes) == 2 and history.retries > 0
     assert report.ok(), report.problems[:5]
@@ -173,7 +180,9 @@ def test_postgres_crash_and_restart(cluster: Cluster) -> None:
             time.sleep(1.0)
             cluster.postgres.start()
 
-    history, report = run(cluster, commands_min=2000, commands_max=2000, chaos=crash_postgres)
+    history, report = run(
+        cluster, commands_min=2000, commands_max=8000, chaos=crash_postgres, enough=lambda: len(crashes) == 2
+    )
     print(line("postgres crash", history, report, cluster, crashes=len(crashes)))
     assert len(crashes) == 2 and history.retries > 0
     assert report.ok(), report.problems[:5]
@@ -182,8 +191,10 @@ def test_postgres_crash_and_restart(cluster: Cluster) -> None:
 def test_network_stalls_and_resets_between_workers_and_servers(cluster: Cluster) -> None:
     """Workers reach Postgres and Redis through a proxy that stalls (blackholes) and resets connections."""
     pg_proxy, redis_proxy = Proxy(cluster.postgres.port), Proxy(cluster.redis.port)
-    env = {"LEDGERQ_DATABASE_URL": cluster.postgres.url.replace(str(cluster.postgres.port), str(pg_proxy.port)),
-           "LEDGERQ_REDIS_URL": cluster.redis.url.replace(str(cluster.redis.port), str(redis_proxy.port))}
+    env = {
+        "LEDGERQ_DATABASE_URL": cluster.postgres.url.replace(str(cluster.postgres.port), str(pg_proxy.port)),
+        "LEDGERQ_REDIS_URL": cluster.redis.url.replace(str(cluster.redis.port), str(redis_proxy.port)),
+    }
     all_workers(cluster, **env)
     faults = []
 
@@ -201,7 +212,9 @@ def test_network_stalls_and_resets_between_workers_and_servers(cluster: Cluster)
             faults.append("reset")
 
     try:
-        history, report = run(cluster, commands_min=2000, commands_max=2000, chaos=stalls)
+        history, report = run(
+            cluster, commands_min=2000, commands_max=8000, chaos=stalls, enough=lambda: len(faults) == 4
+        )
     finally:
         pg_proxy.close()
         redis_proxy.close()
@@ -215,8 +228,13 @@ def test_32_concurrent_duplicate_submits_with_workers_dying(cluster: Cluster) ->
     account = account_on(cluster, 2)
     outcomes: dict[int, int] = {}
     for _ in range(5):
-        command = {"id": f"dup-{uuid.uuid4().hex[:10]}", "type": "deposit", "account_id": account, "amount": 10,
-                   "currency": "USD"}
+        command = {
+            "id": f"dup-{uuid.uuid4().hex[:10]}",
+            "type": "deposit",
+            "account_id": account,
+            "amount": 10,
+            "currency": "USD",
+        }
         with ThreadPoolExecutor(32) as pool, http_for(cluster) as http:
             codes = list(pool.map(lambda _, c=command: http.post("/v1/commands", json=c).status_code, range(32)))
         for code in codes:
@@ -235,8 +253,13 @@ def test_a_poison_command_is_failed_and_counted_and_the_partition_goes_on(cluste
     history = History()
     before = deposits(cluster, history, account, 3)
     with http_for(cluster) as http:
-        poison = {"id": f"poison-{uuid.uuid4().hex[:8]}", "type": "deposit", "account_id": account, "amount": 5,
-                  "currency": "USD"}
+        poison = {
+            "id": f"poison-{uuid.uuid4().hex[:8]}",
+            "type": "deposit",
+            "account_id": account,
+            "amount": 5,
+            "currency": "USD",
+        }
         assert http.post("/v1/commands", json=poison).status_code == 202
     after = deposits(cluster, history, account, 3)
     assert status(cluster, after[-1]) == "applied"
@@ -294,6 +317,8 @@ def test_recovery_time_after_kill_minus_9(cluster: Cluster) -> None:
         samples.append(time.monotonic() - started)
         replacement.stop(signal.SIGKILL)
     report = settle(cluster, history)
-    print(f"\nchaos recovery after kill -9: seconds from replacement start to applied: "
-          f"{' '.join(f'{s:.2f}' for s in samples)} median={statistics.median(samples):.2f} max={max(samples):.2f}")
+    print(
+        f"\nchaos recovery after kill -9: seconds from replacement start to applied: "
+        f"{' '.join(f'{s:.2f}' for s in samples)} median={statistics.median(samples):.2f} max={max(samples):.2f}"
+    )
     assert report.ok()

@@ -11,13 +11,13 @@ from tests.chaos.workload import line, run
 KILLS_MIN = 10
 
 
-@pytest.mark.parametrize(("point", "probability"),
-                         [("after_take", 0.04), ("before_commit", 0.04), ("after_commit", 0.04)])
+@pytest.mark.parametrize(
+    ("point", "probability"), [("after_take", 0.04), ("before_commit", 0.04), ("after_commit", 0.04)]
+)
 def test_kill_minus_9_at_a_fault_point(cluster: Cluster, point: str, probability: float) -> None:
     for partition in range(PARTITIONS):
         cluster.add_worker([partition], LEDGERQ_FAULT_POINTS=f"{point}:{probability}")
-    history, report = run(cluster, commands_min=2000, commands_max=8000,
-                          enough=lambda: cluster.kills() >= KILLS_MIN)
+    history, report = run(cluster, commands_min=2000, commands_max=8000, enough=lambda: cluster.kills() >= KILLS_MIN)
     print(line(f"kill -9 at {point}", history, report, cluster))
     assert cluster.kills() >= KILLS_MIN
     assert report.ok(), report.problems[:5]

@@ -45,8 +45,13 @@ def make_accounts(cluster: Cluster, count: int = 40) -> list[str]:
 def random_command(rng: random.Random, accounts: list[str]) -> dict[str, Any]:
     kind = rng.choices(["deposit", "withdraw", "transfer"], [4, 3, 3])[0]
     source, target = rng.sample(accounts, 2)
-    command: dict[str, Any] = {"id": f"k-{uuid.uuid4().hex[:16]}", "type": kind, "account_id": source,
-                               "amount": rng.randint(1, 5_000), "currency": "USD"}
+    command: dict[str, Any] = {
+        "id": f"k-{uuid.uuid4().hex[:16]}",
+        "type": kind,
+        "account_id": source,
+        "amount": rng.randint(1, 5_000),
+        "currency": "USD",
+    }
     if kind == "transfer":
         command["to_account_id"] = target
     return command
@@ -146,5 +151,7 @@ def resolve_unknowns(cluster: Cluster, history: History) -> None:
 
 def line(name: str, history: History, report: Report, cluster: Cluster, **extra: object) -> str:
     more = " ".join(f"{k}={v}" for k, v in extra.items())
-    return (f"\nchaos {name}: {report.line()} refused={len(history.refused)} unknown={len(history.unknown)} "
-            f"retries={history.retries} kills={cluster.kills()} {more}")
+    return (
+        f"\nchaos {name}: {report.line()} refused={len(history.refused)} unknown={len(history.unknown)} "
+        f"retries={history.retries} kills={cluster.kills()} {more}"
+    )
