@@ -35,6 +35,7 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
+        settings.signing_keys()  # refuse to start unsigned
         engine = make_engine(settings)
         check_partitions(engine, settings.partitions)
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)

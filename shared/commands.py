@@ -44,6 +44,10 @@ def check_metadata(value: Metadata | None) -> Metadata | None:
     return value
 
 
+def payload_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
 class _Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
@@ -68,7 +72,7 @@ class _Command(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
     def payload_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.payload()).encode()).hexdigest()
+        return payload_hash(self.payload())
 
     def account_ids(self) -> tuple[str, ...]:
         return (self.account_id,)

@@ -8,6 +8,7 @@ releases its lease), Redis, PostgreSQL.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -40,11 +41,13 @@ def run_dev(port: int, partitions: int, data_dir: Path | None, host: str = "127.
     try:
         postgres.start()
         redis.start()
+        signing_key = secrets.token_urlsafe(32)
         env = {
             **os.environ,
             "LEDGERQ_DATABASE_URL": postgres.url,
             "LEDGERQ_REDIS_URL": redis.url,
             "LEDGERQ_PARTITIONS": str(partitions),
+            "LEDGERQ_SIGNING_KEY": signing_key,
         }
         settings = Settings(database_url=postgres.url, redis_url=redis.url, partitions=partitions)
         migrate(settings)

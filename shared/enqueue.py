@@ -18,6 +18,7 @@ from rq.exceptions import DuplicateJobError
 
 from shared.keys import JOB_FUNC, job_id
 from shared.settings import Settings
+from shared.signing import sign
 
 
 def enqueue_command(queue: Queue, payload: dict[str, Any], settings: Settings) -> bool:
@@ -25,7 +26,7 @@ def enqueue_command(queue: Queue, payload: dict[str, Any], settings: Settings) -
     with contextlib.suppress(DuplicateJobError):
         queue.enqueue(
             JOB_FUNC,
-            kwargs={"command": payload},
+            kwargs={"command": payload, "signature": sign(payload, settings.signing_keys()[0])},
             job_id=job_id(payload["id"]),
             unique=True,
             result_ttl=settings.result_ttl_s,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -27,6 +29,26 @@ class Settings(BaseSettings):
     backoff_s_max: float = Field(default=2.0, gt=0, le=60)
     wait_s_max: int = Field(default=30, ge=0, le=300)
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # HMAC key shared by API and workers (required by both; at least 32 characters).
+    signing_key: SecretStr | None = None
+    signing_keys_previous: str = ""
+    # Back-pressure: a submit to a partition with this many jobs waiting gets a 503.
+    queue_depth_max: int = Field(default=1_000_000, ge=1)
+    # Per API key, in the `limits` notation ("N/second", "N/minute").
+    rate_limit: str = "5000/second"
+
+    @field_validator("signing_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("LEDGERQ_SIGNING_KEY must be at least 32 characters")
+        return value
+
+    def signing_keys(self) -> list[str]:
+        """The key to sign with first, then the previous ones still accepted."""
+        if self.signing_key is None:
+            raise ConfigurationError("set LEDGERQ_SIGNING_KEY (32+ random characters), the same for API and workers")
+        return [self.signing_key.get_secret_value(), *filter(None, self.signing_keys_previous.split(","))]
 
     @field_validator("database_url")
     @classmethod

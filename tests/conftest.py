@@ -22,6 +22,7 @@ from shared.embedded import PostgresServer, RedisServer
 from shared.settings import Settings
 
 PARTITIONS = 4
+SIGNING_KEY = "test-signing-key-0123456789abcdef0123"
 
 
 def redis_major_version() -> int:
@@ -55,7 +56,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postgres
 def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
     postgres, redis = servers
     s = Settings(
-        database_url=postgres.url, redis_url=redis.url, partitions=PARTITIONS, lease_ttl_ms=2000, backoff_s_max=0.5
+        database_url=postgres.url,
+        redis_url=redis.url,
+        partitions=PARTITIONS,
+        lease_ttl_ms=2000,
+        backoff_s_max=0.5,
+        signing_key=SIGNING_KEY,
     )
     migrate(s)
     engine = make_engine(s, pool_size=1)

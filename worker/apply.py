@@ -89,11 +89,13 @@ def apply_batch(
     command_ids: list[str],
     failures: dict[str, str] | None = None,
     before_commit: Callable[[], None] | None = None,
+    expected_hashes: dict[str, str] | None = None,
 ) -> list[Finished]:
     """Apply `command_ids` in order in one transaction; `failures` are recorded `failed` instead.
 
     Returns one `Finished` per id found in Postgres, in the given order. Ids with no
-    command row are left out: the caller fails their jobs without touching the ledger.
+    command row, or whose signed job payload differs from the claim (`expected_hashes`),
+    are left out: the caller fails their jobs without touching the ledger.
     """
     failures = failures or {}
     command_ids = list(dict.fromkeys(command_ids))  # a duplicated job id applies once
@@ -110,6 +112,7 @@ def apply_batch(
                     commands.c.error_code,
                     commands.c.error_detail,
                     commands.c.result,
+                    commands.c.payload_hash,
                 ).where(commands.c.id.in_(command_ids))
             )
         }
@@ -117,7 +120,10 @@ def apply_batch(
         replayed: dict[str, Finished] = {}
         for command_id in command_ids:
             row = rows.get(command_id)
-            if row is None:
+            if row is None or (
+                expected_hashes and expected_hashes.get(command_id, row.payload_hash) != row.payload_hash
+            ):
+                rows.pop(command_id, None)
                 continue
             if row.status in FINAL_STATUSES:
                 replayed[command_id] = Finished(

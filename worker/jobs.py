@@ -15,7 +15,9 @@ from typing import Any
 
 from redis import Redis
 
+from shared.commands import payload_hash
 from shared.keys import JOB_FUNC, job_id
+from shared.signing import verify
 
 
 def apply_command(command: dict[str, Any]) -> None:
@@ -27,28 +29,58 @@ def apply_command(command: dict[str, Any]) -> None:
 @dataclass(frozen=True, slots=True)
 class DecodedJob:
     job_id: str
-    command_id: str | None
+    command_id: str | None  # set only for a genuine, signed ledgerq job
     problem: str | None = None  # why the job cannot be applied
+    payload_hash: str | None = None  # of the signed payload; must equal the claim's in Postgres
+    named_command_id: str | None = None  # what a rejected job claimed to be, for re-queueing the genuine one
 
 
-def decode_jobs(redis: Redis, job_ids: list[str]) -> list[DecodedJob]:
+def decode_jobs(redis: Redis, job_ids: list[str], keys: list[str]) -> list[DecodedJob]:
     with redis.pipeline(transaction=False) as pipe:
         for jid in job_ids:
             pipe.hget(f"rq:job:{jid}", "data")
         raw = pipe.execute()
-    return [_decode(jid, data) for jid, data in zip(job_ids, raw, strict=True)]
+    return [_decode(jid, data, keys) for jid, data in zip(job_ids, raw, strict=True)]
 
 
-def _decode(jid: str, data: bytes | None) -> DecodedJob:
+def _decode(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     if data is None:
         return DecodedJob(jid, None, "job hash is missing")
     try:
         func_name, _instance, _args, kwargs = json.loads(zlib.decompress(data))
-        command_id = kwargs["command"]["id"]
+        payload = kwargs["command"]
+        command_id = payload["id"]
+        signature = kwargs.get("signature")
     except (zlib.error, ValueError, TypeError, KeyError) as exc:
         return DecodedJob(jid, None, f"job data is not a ledgerq job: {type(exc).__name__}")
+    named = command_id if isinstance(command_id, str) else None
     if func_name != JOB_FUNC:
-        return DecodedJob(jid, None, f"job names {func_name!r}, not {JOB_FUNC}")
-    if not isinstance(command_id, str) or job_id(command_id) != jid:
+        return DecodedJob(jid, None, f"job names {func_name!r}, not {JOB_FUNC}", named_command_id=named)
+    if named is None or job_id(named) != jid:
         return DecodedJob(jid, None, "job id does not match its command id")
-    return DecodedJob(jid, command_id)
+    if not isinstance(payload, dict) or not verify(payload, signature, keys):
+        return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
+    return DecodedJob(jid, named, payload_hash=payload_hash(payload))
+
+
+QUARANTINE_KEY = "ledgerq:quarantine"
+QUARANTINE_MAX = 10_000
+
+
+def quarantine(redis: Redis, partition: int, jobs: list[tuple[DecodedJob, str]]) -> None:
+    """Keep a bounded record of refused jobs for operators (`LRANGE ledgerq:quarantine 0 -1`)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for job, reason in jobs:
+            pipe.lpush(
+                QUARANTINE_KEY,
+                json.dumps(
+                    {
+                        "job_id": job.job_id,
+                        "partition": partition,
+                        "reason": reason,
+                        "names": job.named_command_id or job.command_id,
+                    }
+                ),
+            )
+        pipe.ltrim(QUARANTINE_KEY, 0, QUARANTINE_MAX - 1)
+        pipe.execute()

@@ -34,6 +34,7 @@ def redis_for_worker(settings: Settings) -> Redis:
 
 def run_worker(settings: Settings, partitions: list[int], stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
+    settings.signing_keys()  # refuse to start without the key that proves a job came from the API
     engine = make_engine(
         settings,
         pool_size=max(2, len(partitions)),

@@ -4,6 +4,8 @@ They were never acknowledged with a 202, so no order was promised for them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -25,13 +27,36 @@ def requeue_orphans(engine: Engine, redis: Redis, partition: int, settings: Sett
             ),
             {"p": partition, "n": ORPHANS_MAX},
         ).all()
-    if not rows:
+    return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
+
+
+def requeue_commands(engine: Engine, redis: Redis, partition: int, settings: Settings, command_ids: list[str]) -> int:
+    """Queue these commands again if they are still `queued` in this partition and have no live job."""
+    if not command_ids:
+        return 0
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, payload FROM commands WHERE id = ANY(:ids) AND partition = :p AND status = 'queued'"),
+            {"ids": command_ids, "p": partition},
+        ).all()
+    return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
+
+
+def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tuple[str, dict[str, Any]]]) -> int:
+    """A job hash that is missing, or `failed` (refused as forged, or run by a foreign RQ worker) while
+    Postgres still says `queued`, is replaced by a fresh signed job from the claim."""
+    if not claims:
         return 0
     with redis.pipeline(transaction=False) as pipe:
-        for row in rows:
-            pipe.exists(job_key(row.id))
-        present = pipe.execute()
+        for command_id, _ in claims:
+            pipe.hget(job_key(command_id), "status")
+        states = pipe.execute()
     queue = Queue(queue_name(partition), connection=redis, serializer=JSONSerializer)
-    return sum(
-        enqueue_command(queue, row.payload, settings) for row, there in zip(rows, present, strict=True) if not there
-    )
+    queued = 0
+    for (command_id, payload), state in zip(claims, states, strict=True):
+        if state not in (None, b"failed"):
+            continue
+        if state == b"failed":
+            redis.delete(job_key(command_id))
+        queued += enqueue_command(queue, payload, settings)
+    return queued

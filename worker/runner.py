@@ -27,9 +27,9 @@ from shared.errors import Fenced
 from shared.settings import Settings
 from worker import faults
 from worker.apply import Finished, apply_batch
-from worker.jobs import DecodedJob, decode_jobs
+from worker.jobs import DecodedJob, decode_jobs, quarantine
 from worker.lease import Lease, bump_epoch, new_token
-from worker.orphans import requeue_orphans
+from worker.orphans import requeue_commands, requeue_orphans
 from worker.partition_queue import PartitionQueue
 
 log = logging.getLogger("ledgerq.worker")
@@ -71,6 +71,7 @@ class PartitionRunner:
         self.counts: Counter[str] = Counter()
         self._renewed_at = 0.0
         self._poison_attempts: Counter[str] = Counter()
+        self._hashes: dict[str, str] = {}
 
     # -- the story: own the partition, serve it, let it go --------------------------------------------
 
@@ -124,12 +125,18 @@ class PartitionRunner:
     def process(self, job_ids: list[str]) -> list[Finished]:
         """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
         faults.hit("after_take")
-        jobs = decode_jobs(self.redis, job_ids)
+        jobs = decode_jobs(self.redis, job_ids, self.settings.signing_keys())
+        self._hashes = {j.command_id: j.payload_hash for j in jobs if j.command_id and j.payload_hash}
         command_ids = [j.command_id for j in jobs if j.command_id is not None]
         finished = self._apply(command_ids) if command_ids else []
         faults.hit("after_commit")
         self._complete(jobs, finished, len(job_ids))
         return finished
+
+    def _applier(self, command_ids: list[str], failures: dict[str, str] | None = None) -> Callable[[], list[Finished]]:
+        return partial(
+            apply_batch, self.engine, self.partition, self.epoch, command_ids, failures, _before_commit, self._hashes
+        )
 
     def _release(self) -> None:
         # If Redis is away the lease lapses by itself after lease_ttl_ms.
@@ -140,9 +147,7 @@ class PartitionRunner:
 
     def _apply(self, command_ids: list[str]) -> list[Finished]:
         try:
-            return self._with_backoff(
-                partial(apply_batch, self.engine, self.partition, self.epoch, command_ids, None, _before_commit)
-            )
+            return self._with_backoff(self._applier(command_ids))
         except (Fenced, LeaseLost, Stopping):
             raise
         except Exception:
@@ -156,9 +161,7 @@ class PartitionRunner:
     def _apply_one(self, command_id: str) -> list[Finished]:
         while True:
             try:
-                return self._with_backoff(
-                    partial(apply_batch, self.engine, self.partition, self.epoch, [command_id], None, _before_commit)
-                )
+                return self._with_backoff(self._applier([command_id]))
             except (Fenced, LeaseLost, Stopping):
                 raise
             except Exception as exc:
@@ -168,31 +171,35 @@ class PartitionRunner:
                 if attempts >= self.settings.poison_attempts_max:
                     self.counts["poison"] += 1
                     detail = f"{type(exc).__name__}: {exc}"[:500]
-                    failure = {command_id: detail}
-                    return self._with_backoff(
-                        partial(apply_batch, self.engine, self.partition, self.epoch, [command_id], failure)
-                    )
+                    return self._with_backoff(self._applier([command_id], {command_id: detail}))
 
     def _complete(self, jobs: list[DecodedJob], finished: list[Finished], taken: int) -> None:
         by_command = {f.command_id: f for f in finished}
         done: list[tuple[str, str]] = []
+        quarantined: list[tuple[DecodedJob, str]] = []
         for job in jobs:
             outcome = by_command.get(job.command_id) if job.command_id else None
             if outcome is None:
                 # Forged, damaged or orphaned job: nothing in the ledger moves for it.
-                log.error(
-                    "partition %s: job %s not applied: %s",
-                    self.partition,
-                    job.job_id,
-                    job.problem or "no such command in Postgres",
-                )
+                reason = job.problem or "no matching claim in Postgres"
+                log.error("partition %s: job %s quarantined: %s", self.partition, job.job_id, reason)
                 self.counts["bad_jobs"] += 1
+                quarantined.append((job, reason))
                 done.append((job.job_id, "failed"))
                 continue
             if not outcome.replayed:
                 self.counts[outcome.status] += 1
             done.append((job.job_id, "failed" if outcome.status == "failed" else "finished"))
         self._with_backoff(lambda: self.queue.complete(self.lease.token, done, taken))
+        if quarantined:
+            self._with_backoff(lambda: quarantine(self.redis, self.partition, quarantined))
+            # A forged job may have overwritten a genuine one's data: queue the genuine claim again.
+            named = [j.named_command_id or j.command_id for j, _ in quarantined]
+            self._with_backoff(
+                partial(
+                    requeue_commands, self.engine, self.redis, self.partition, self.settings, list(filter(None, named))
+                )
+            )
 
     # -- helpers ----------------------------------------------------------------------------------
 

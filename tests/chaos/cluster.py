@@ -18,6 +18,7 @@ from shared.apikeys import create_key
 from shared.db import fix_partitions, make_engine, migrate
 from shared.embedded import PostgresServer, RedisServer, free_port
 from shared.settings import Settings
+from tests.conftest import SIGNING_KEY
 
 LEDGERQ = [sys.executable, "-m", "shared.cli"]
 PARTITIONS = 4
@@ -68,6 +69,7 @@ class Cluster:
             partitions=PARTITIONS,
             lease_ttl_ms=lease_ttl_ms,
             backoff_s_max=0.5,
+            signing_key=SIGNING_KEY,
         )
         migrate(self.settings)
         self.engine = make_engine(self.settings, pool_size=4)
@@ -81,6 +83,7 @@ class Cluster:
             "LEDGERQ_LEASE_TTL_MS": str(lease_ttl_ms),
             "LEDGERQ_BACKOFF_S_MAX": "0.5",
             "LEDGERQ_LOG_LEVEL": "INFO",
+            "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
         }
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from shared.embedded import free_port
 from shared.keys import lease_key
 from shared.settings import Settings
-from tests.conftest import redis_major_version, uid
+from tests.conftest import SIGNING_KEY, redis_major_version, uid
 
 LEDGERQ = [sys.executable, "-m", "shared.cli"]
 
@@ -29,6 +29,7 @@ def env_for(database_url: str, redis_url: str, partitions: int = 4) -> dict[str,
         "LEDGERQ_DATABASE_URL": database_url,
         "LEDGERQ_REDIS_URL": redis_url,
         "LEDGERQ_PARTITIONS": str(partitions),
+        "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
     }
 
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from api.context import Context
 from shared.settings import Settings
 from tests.checker import check
-from tests.conftest import uid, wait_final
+from tests.conftest import SIGNING_KEY, uid, wait_final
 
 pytestmark = pytest.mark.usefixtures("workers")
 
@@ -82,6 +82,7 @@ def test_random_workload_keeps_every_invariant(http: TestClient, ctx: Context, s
         "LEDGERQ_DATABASE_URL": settings.database_url,
         "LEDGERQ_REDIS_URL": settings.redis_url,
         "LEDGERQ_PARTITIONS": str(settings.partitions),
+        "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
     }
     verified = subprocess.run([sys.executable, "-m", "shared.cli", "verify"], env=env, capture_output=True, text=True)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -19,7 +19,7 @@ from shared.errors import ConfigurationError, Fenced
 from shared.keys import inflight_key, job_id, lease_key, queue_key
 from shared.routing import partition_for
 from shared.settings import Settings
-from tests.conftest import uid
+from tests.conftest import SIGNING_KEY, uid
 from worker.apply import apply_batch
 from worker.lease import Lease, bump_epoch
 from worker.runner import PartitionRunner
@@ -215,6 +215,7 @@ def test_postgres_outage_pauses_the_partition_without_skipping(tmp_path: Path, s
             partitions=1,
             lease_ttl_ms=2000,
             backoff_s_max=0.3,
+            signing_key=SIGNING_KEY,
         )
         Redis.from_url(settings.redis_url).flushdb()
         migrate(settings)

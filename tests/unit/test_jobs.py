@@ -11,6 +11,7 @@ import pytest
 
 from shared.errors import Fenced
 from shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
+from shared.signing import sign
 from worker.jobs import apply_command, decode_jobs
 from worker.partition_queue import PartitionQueue
 
@@ -19,21 +20,37 @@ def put_job(redis: fakeredis.FakeRedis, jid: str, data: bytes) -> None:
     redis.hset(f"rq:job:{jid}", mapping={"data": data, "status": "queued"})
 
 
-def json_job(func: str, command_id: str) -> bytes:
-    return zlib.compress(json.dumps([func, None, [], {"command": {"id": command_id}}]).encode())
+KEY = "k" * 32
+
+
+def json_job(func: str, command_id: str, key: str = KEY, amount: int = 1) -> bytes:
+    payload = {"id": command_id, "type": "deposit", "account_id": "a", "amount": amount, "currency": "USD"}
+    signature = sign(payload, key)
+    return zlib.compress(json.dumps([func, None, [], {"command": payload, "signature": signature}]).encode())
 
 
 def test_only_ledgerq_jobs_with_matching_ids_are_accepted() -> None:
-    """Another function name, a pickle payload, a mismatched id or a missing hash yield no command id."""
+    """Another function name, a pickle payload, a mismatched id, a missing hash, a wrong key or an
+    altered payload yield no command id."""
     redis = fakeredis.FakeRedis()
     good, other, pickled, mismatched = job_id("c1"), job_id("c2"), job_id("c3"), job_id("c4")
+    forged, old_key = job_id("c5"), job_id("c6")
     put_job(redis, good, json_job(JOB_FUNC, "c1"))
     put_job(redis, other, json_job("os.system", "c2"))
     put_job(redis, pickled, zlib.compress(pickle.dumps(("os.system", None, ("echo",), {}))))
     put_job(redis, mismatched, json_job(JOB_FUNC, "c1"))
-    decoded = decode_jobs(redis, [good, other, pickled, mismatched, job_id("missing")])
-    assert [d.command_id for d in decoded] == ["c1", None, None, None, None]
-    assert all(d.problem for d in decoded[1:])
+    put_job(redis, forged, json_job(JOB_FUNC, "c5", key="attacker-key-" + "x" * 20))
+    put_job(redis, old_key, json_job(JOB_FUNC, "c6", key="previous-key-" + "y" * 20))
+    ids = [good, other, pickled, mismatched, job_id("missing"), forged, old_key]
+    decoded = decode_jobs(redis, ids, [KEY, "previous-key-" + "y" * 20])
+    assert [d.command_id for d in decoded] == ["c1", None, None, None, None, None, "c6"]
+    assert all(d.problem for d in decoded[1:6])
+    assert decoded[5].problem == "invalid_signature" and decoded[5].named_command_id == "c5"
+    # An altered amount under a valid signature of another payload is refused too.
+    tampered = json.loads(zlib.decompress(json_job(JOB_FUNC, "c7")))
+    tampered[3]["command"]["amount"] = 10**9
+    put_job(redis, job_id("c7"), zlib.compress(json.dumps(tampered).encode()))
+    assert decode_jobs(redis, [job_id("c7")], [KEY])[0].problem == "invalid_signature"
 
 
 def test_the_job_function_refuses_to_run_under_rq() -> None:
