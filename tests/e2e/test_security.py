@@ -1,0 +1,74 @@
+"""Redis is not trusted with code or money: jobs pushed straight into Redis never run or move the ledger."""
+
+from __future__ import annotations
+
+import json
+import time
+import pickle
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from api.context import Context
+from shared.keys import JOB_FUNC, inflight_key, job_id, job_key, queue_key
+from shared.settings import Settings
+from shared.signing import sign
+from tests.conftest import Workers, uid, wait_final
+from worker.jobs import QUARANTINE_KEY
+
+
+def push(ctx: Context, partition: int, jid: str, data: bytes) -> None:
+    ctx.redis.hset(f"rq:job:{jid}", mapping={"data": data, "status": "queued"})
+    ctx.redis.rpush(queue_key(partition), jid)
+
+
+def test_forged_and_foreign_jobs_are_never_executed_or_applied(
+    http: TestClient, ctx: Context, settings: Settings, make_account: Callable[..., str], tmp_path: Path
+) -> None:
+    account = make_account()
+    genuine: dict[str, Any] = {
+        "id": uid("g"),
+        "type": "deposit",
+        "account_id": account,
+        "amount": 500,
+        "currency": "USD",
+    }
+    accepted = http.post("/v1/commands", json=genuine)
+    assert accepted.status_code in (200, 202)
+    partition = accepted.json()["partition"]
+    canary = tmp_path / "pwned"
+    # 1. A forged copy of the genuine job: same id, the amount raised, signed with the wrong key.
+    forged = {**genuine, "amount": 10**12}
+    data = [JOB_FUNC, None, [], {"command": forged, "signature": sign(forged, "attacker" * 8)}]
+    ctx.redis.hset(job_key(genuine["id"]), "data", zlib.compress(json.dumps(data).encode()))
+    # 2. Another function name, JSON-encoded; 3. a pickle payload; 4. a deposit out of thin air with no claim.
+    push(ctx, partition, "evil-json", zlib.compress(json.dumps(["os.system", None, [f"touch {canary}"], {}]).encode()))
+    push(ctx, partition, "evil-pickle", zlib.compress(pickle.dumps(("os.system", None, (f"touch {canary}",), {}))))
+    ghost = {**genuine, "id": uid("ghost"), "amount": 777}
+    ghost_data = [JOB_FUNC, None, [], {"command": ghost, "signature": sign(ghost, "attacker" * 8)}]
+    push(ctx, partition, job_id(ghost["id"]), zlib.compress(json.dumps(ghost_data).encode()))
+    before = ctx.redis.llen(QUARANTINE_KEY)
+    running = Workers(settings)
+    try:
+        assert wait_final(http, genuine["id"])["status"] == "applied"
+        deadline = time.monotonic() + 30
+        while (
+            ctx.redis.llen(queue_key(partition)) + ctx.redis.llen(inflight_key(partition))
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    finally:
+        running.close()
+    assert not canary.exists()
+    body = http.get(f"/v1/accounts/{account}").json()
+    assert body["balance"] == 500  # the genuine amount, once; not the forged 10^12, not the ghost's 777
+    assert http.get(f"/v1/commands/{ghost['id']}").status_code == 404
+    reasons = [
+        json.loads(r)["reason"]
+        for r in ctx.redis.lrange(QUARANTINE_KEY, 0, ctx.redis.llen(QUARANTINE_KEY) - before - 1)
+    ]
+    assert "invalid_signature" in reasons and any("os.system" in r or "not a ledgerq job" in r for r in reasons)
+    assert len(reasons) >= 4
