@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 import pickle
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
