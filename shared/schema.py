@@ -68,7 +68,8 @@ accounts = Table(
 commands = Table(
     "commands",
     metadata,
-    Column("id", String(128), primary_key=True),
+    # A client's id (<= 128) behind its key's prefix scope: see shared/scoping.py.
+    Column("id", String(300), primary_key=True),
     Column("payload_hash", String(64), nullable=False),
     Column("type", Text, nullable=False),
     Column("partition", Integer, nullable=False),
@@ -97,7 +98,7 @@ entries = Table(
     metadata,
     Column("account_id", String(160), ForeignKey("accounts.id"), nullable=False),
     Column("seq", BigInteger, nullable=False),
-    Column("command_id", String(128), ForeignKey("commands.id"), nullable=False),
+    Column("command_id", String(300), ForeignKey("commands.id"), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("balance_after", BigInteger, nullable=False),
     Column("counterparty", String(160), nullable=False),
@@ -129,4 +130,18 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
     CheckConstraint("scope IN ('read', 'write', 'admin')", name="api_keys_scope"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("key_id", String(32)),
+    Column("client_addr", Text),
+    Column("request_id", String(128), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
 )
