@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import problems
+from api.audit import AuditMiddleware
 from api.context import Context
-from api.routes import accounts, commands, ops
+from api.routes import accounts, admin, commands, ops
 from shared.settings import Settings, get_settings
 
 
@@ -33,7 +34,9 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     if context is not None:  # usable without running the lifespan (tests, embedding)
         app.state.ctx = context
     problems.install(app)
+    app.add_middleware(AuditMiddleware)
     app.include_router(accounts.router)
     app.include_router(commands.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     return app

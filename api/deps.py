@@ -25,6 +25,7 @@ ContextDep = Annotated[Context, Depends(get_context)]
 
 def _require(scope: str):  # type: ignore[no-untyped-def]
     async def dependency(
+        request: Request,
         ctx: ContextDep,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
@@ -33,6 +34,7 @@ def _require(scope: str):  # type: ignore[no-untyped-def]
         key = await run_in_threadpool(authenticate, ctx.engine, credentials.credentials)
         if key is None:
             raise Unauthorized("unknown or revoked API key")
+        request.state.key_id = key.id
         if not key.allows(scope):
             raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
         return key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import time
@@ -72,3 +73,41 @@ def test_forged_and_foreign_jobs_are_never_executed_or_applied(
     ]
     assert "invalid_signature" in reasons and any("os.system" in r or "not a ledgerq job" in r for r in reasons)
     assert len(reasons) >= 4
+
+
+def audit_rows(http: TestClient, admin: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    after: int | None = 0
+    while after is not None:
+        page = http.get(
+            "/v1/audit", params={"after_id": after, "limit": 1000}, headers={"Authorization": f"Bearer {admin}"}
+        ).json()
+        rows += page["entries"]
+        after = page["next_after_id"]
+    return rows
+
+
+def test_every_mutating_call_is_audited(http: TestClient, keys: dict[str, str]) -> None:
+    """Seed 003: time, key id, client address, request id, method, path, body hash and status, for
+    accepted and refused calls alike; readable only with an admin key."""
+    body = json.dumps({"id": uid("aud"), "currency": "USD"}).encode()
+    made = http.post(
+        "/v1/accounts", content=body, headers={"X-Request-Id": "req-audit-1", "content-type": "application/json"}
+    )
+    assert made.status_code == 201 and made.headers["x-request-id"] == "req-audit-1"
+    refused = http.post("/v1/commands", json={"id": "x"}, headers={"Authorization": "", "X-Request-Id": "req-audit-2"})
+    assert refused.status_code == 401
+    generated = http.post("/v1/commands", content=b"{not json")
+    assert generated.status_code == 400 and len(generated.headers["x-request-id"]) == 32
+    rows = {r["request_id"]: r for r in audit_rows(http, keys["admin"])}
+    first = rows["req-audit-1"]
+    assert (first["method"], first["path"], first["status"]) == ("POST", "/v1/accounts", 201)
+    assert first["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert first["key_id"] == keys["write"].split("_")[1] and first["client_addr"] and first["at"]
+    assert rows["req-audit-2"]["status"] == 401 and rows["req-audit-2"]["key_id"] is None
+    assert rows[generated.headers["x-request-id"]]["status"] == 400
+    assert http.get("/v1/audit").status_code == 403  # the write key
+    assert (
+        http.get("/v1/audit", params={"limit": 0}, headers={"Authorization": f"Bearer {keys['admin']}"}).status_code
+        == 400
+    )
