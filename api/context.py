@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from prometheus_client import CollectorRegistry
 from redis import Redis
 from rq import Queue
@@ -11,6 +16,7 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, select
 
 from shared.db import check_partitions, make_engine
+from shared.errors import RateLimited
 from shared.keys import queue_name
 from shared.schema import accounts
 from shared.settings import Settings
@@ -27,6 +33,16 @@ class Context:
     currencies: dict[str, str] = field(default_factory=dict)
     _queues: dict[int, Queue] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
+    _limiter: FixedWindowRateLimiter | None = None
+
+    def rate_limit(self, key_id: str) -> None:
+        """Count one request against the key's window (shared by every API process, in Redis)."""
+        item = parse(self.settings.rate_limit)
+        if self._limiter is None:
+            self._limiter = FixedWindowRateLimiter(storage_from_string(self.settings.redis_url))
+        if not self._limiter.hit(item, "ledgerq-key", key_id):
+            reset_s = self._limiter.get_window_stats(item, "ledgerq-key", key_id).reset_time - time.time()
+            raise RateLimited(f"more than {self.settings.rate_limit} for this key", max(1, math.ceil(reset_s)))
 
     def queue(self, partition: int) -> Queue:
         if partition not in self._queues:

@@ -35,6 +35,7 @@ def _require(scope: str):  # type: ignore[no-untyped-def]
         if key is None:
             raise Unauthorized("unknown or revoked API key")
         request.state.key_id = key.id
+        ctx.rate_limit(key.id)
         if not key.allows(scope):
             raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
         return key

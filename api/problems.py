@@ -23,6 +23,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.BodyTooLarge, 413),
+    (errors.RateLimited, 429),
     (errors.UnknownAccount, 422),
     (errors.CurrencyMismatch, 422),
     (errors.InvalidRequest, 400),
@@ -37,6 +38,7 @@ TITLES = {
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    429: "Too Many Requests",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -88,6 +90,10 @@ def install(app: FastAPI) -> None:
     async def _ledger(_: Request, exc: errors.LedgerError) -> JSONResponse:
         status = status_for(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif status == 503:
+            headers = {"Retry-After": "1"}
         extra = {"errors": exc.problems} if isinstance(exc, ValidationFailed) else {}
         return problem(status, exc.code, exc.detail, headers, **extra)
 

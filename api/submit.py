@@ -20,7 +20,8 @@ from sqlalchemy.dialects.postgresql import insert
 from api.context import Context
 from shared.commands import Deposit, Transfer, Withdraw
 from shared.enqueue import enqueue_command
-from shared.errors import CurrencyMismatch, IdempotencyConflict, UnknownAccount
+from shared.errors import CurrencyMismatch, IdempotencyConflict, QueueFull, UnknownAccount
+from shared.keys import queue_key
 from shared.routing import partition_for
 from shared.schema import commands
 
@@ -39,6 +40,8 @@ class Submitted:
 def submit(ctx: Context, command: AnyCommand) -> Submitted:
     _check_accounts(ctx, command)
     partition = partition_for(command.routing_account, ctx.settings.partitions)
+    if ctx.redis.llen(queue_key(partition)) >= ctx.settings.queue_depth_max:
+        raise QueueFull(f"partition {partition} has {ctx.settings.queue_depth_max} commands waiting; retry later")
     digest = command.payload_hash()
     with ctx.engine.begin() as conn:
         claimed = conn.execute(

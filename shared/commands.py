@@ -38,10 +38,25 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+METADATA_DEPTH_MAX = 8
+
+
 def check_metadata(value: Metadata | None) -> Metadata | None:
-    if value is not None and len(canonical_json(value).encode()) > METADATA_BYTES_MAX:
+    if value is None:
+        return value
+    if _depth(value) > METADATA_DEPTH_MAX:
+        raise ValueError(f"metadata must nest at most {METADATA_DEPTH_MAX} levels")
+    if len(canonical_json(value).encode()) > METADATA_BYTES_MAX:
         raise ValueError(f"metadata must be at most {METADATA_BYTES_MAX} bytes of JSON")
     return value
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def payload_hash(payload: dict[str, Any]) -> str:

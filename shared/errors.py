@@ -89,5 +89,19 @@ class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
 
 
+class RateLimited(RequestError):
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class QueueFull(TransientFault):
+    """Back-pressure: the partition's queue is at its bound; nothing was claimed."""
+
+    code = "queue_full"
+
+
 class ConfigurationError(LedgerError):
     code = "configuration_error"

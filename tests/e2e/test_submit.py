@@ -267,3 +267,43 @@ def test_prefix_key_sees_only_its_accounts(http: TestClient, ctx: Context) -> No
         json={**deposit(mine), "type": "transfer", "account_id": theirs, "to_account_id": mine},
     )
     assert steal.status_code == 404
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(ctx: Context, settings: Any, account: str) -> None:
+    from api.app import create_app
+
+    limited = Context(settings.model_copy(update={"rate_limit": "3/minute"}), ctx.engine, ctx.redis)
+    secret, _ = create_key(ctx.engine, "read", name="rate-limited")
+    with TestClient(create_app(context=limited)) as client:
+        answers = [
+            client.get(f"/v1/accounts/{account}", headers={"Authorization": f"Bearer {secret}"}) for _ in range(4)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[-1].json()["code"] == "rate_limited" and 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+
+
+def test_a_full_partition_queue_pushes_back_with_503(
+    ctx: Context, settings: Any, http: TestClient, account: str
+) -> None:
+    """Back-pressure instead of unbounded Redis growth: nothing is claimed or enqueued."""
+    from api.app import create_app
+
+    assert http.post("/v1/commands", json=deposit(account)).status_code == 202  # no worker: it waits
+    bounded = Context(settings.model_copy(update={"queue_depth_max": 1}), ctx.engine, ctx.redis)
+    body = deposit(account)
+    jobs, rows = queued_jobs(ctx.redis), command_rows(ctx)
+    with TestClient(create_app(context=bounded)) as client:
+        client.headers["Authorization"] = http.headers["Authorization"]
+        answer = client.post("/v1/commands", json=body)
+    assert answer.status_code == 503 and answer.json()["code"] == "queue_full" and answer.headers["Retry-After"]
+    assert (queued_jobs(ctx.redis), command_rows(ctx)) == (jobs, rows)
+
+
+def test_metadata_nesting_is_bounded(http: TestClient, account: str) -> None:
+    nested: dict[str, Any] = {}
+    inner = nested
+    for _ in range(9):
+        inner["k"] = {}
+        inner = inner["k"]
+    answer = http.post("/v1/commands", json=deposit(account, metadata=nested))
+    assert answer.status_code == 422 and "nest" in answer.json()["detail"]
