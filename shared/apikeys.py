@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,8 @@ def _hash(secret: str) -> str:
 def create_key(engine: Engine, scope: str, *, prefix: str = "", name: str = "") -> tuple[str, ApiKey]:
     if scope not in SCOPE_RANK:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{0,128}", prefix):
+        raise ValueError("a prefix is at most 128 characters of [A-Za-z0-9._:-]")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     with engine.begin() as conn:

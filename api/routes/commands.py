@@ -20,6 +20,7 @@ from shared.commands import COMMAND_ADAPTER
 from shared.errors import InvalidRequest, NotFound
 from shared.keys import job_key
 from shared.schema import FINAL_STATUSES, commands
+from shared.scoping import client_id, scoped_id
 
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
@@ -52,15 +53,18 @@ async def submit_command(
             raise InvalidRequest("the Idempotency-Key header and the body's id differ")
         data["id"] = idempotency_key
     command = validate(COMMAND_ADAPTER, data)
+    if key.prefix:
+        command = command.model_copy(update={"id": scoped_id(key.prefix, command.id)})
     for account_id in command.account_ids():
         if not key.covers(account_id):
             raise NotFound(f"account {account_id!r} not found")
     done = await run_in_threadpool(submit, ctx, command)
-    response.headers["Location"] = f"/v1/commands/{done.id}"
+    shown = client_id(key.prefix, done.id)
+    response.headers["Location"] = f"/v1/commands/{shown}"
     if done.replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return {"id": done.id, "status": "queued" if done.status == "queued" else done.status, "partition": done.partition}
+    return {"id": shown, "status": done.status, "partition": done.partition}
 
 
 @router.get("/{command_id}", response_model=CommandOut, response_model_exclude_none=True)
@@ -74,7 +78,7 @@ async def get_command(
     deadline = time.monotonic() + wait_s
     delay_s = WAIT_POLL_S_MIN
     while True:
-        found = await run_in_threadpool(_read_command, ctx, command_id, key)
+        found = await run_in_threadpool(_read_command, ctx, scoped_id(key.prefix, command_id), key)
         if found is None:
             raise NotFound(f"command {command_id!r} not found")
         if found["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
@@ -121,7 +125,7 @@ def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] 
     if status == "queued" and ctx.redis.hget(job_key(command_id), "status") == b"started":
         status = "started"
     out: dict[str, Any] = {
-        "id": row.id,
+        "id": client_id(key.prefix, row.id),
         "type": row.type,
         "status": status,
         "partition": row.partition,

@@ -307,3 +307,25 @@ def test_metadata_nesting_is_bounded(http: TestClient, account: str) -> None:
         inner = inner["k"]
     answer = http.post("/v1/commands", json=deposit(account, metadata=nested))
     assert answer.status_code == 422 and "nest" in answer.json()["detail"]
+
+
+def test_command_ids_are_scoped_per_key_prefix(http: TestClient, ctx: Context) -> None:
+    """Two confined clients using the same id neither collide nor see each other's command."""
+    client_command = uid("order")
+    answers = {}
+    for shop in ("shopA", "shopB"):
+        account = f"{shop}:{uid()}"
+        assert http.post("/v1/accounts", json={"id": account, "currency": "USD"}).status_code == 201
+        secret, _ = create_key(ctx.engine, "write", prefix=f"{shop}:")
+        auth = {"Authorization": f"Bearer {secret}"}
+        sent = http.post("/v1/commands", headers=auth, json={**deposit(account), "id": client_command})
+        assert sent.status_code == 202 and sent.json()["id"] == client_command
+        assert sent.headers["Location"] == f"/v1/commands/{client_command}"
+        read = http.get(f"/v1/commands/{client_command}", headers=auth)
+        assert read.status_code == 200 and read.json()["id"] == client_command
+        answers[shop] = auth
+    # The plain id names neither; both are stored under their scopes.
+    assert http.get(f"/v1/commands/{client_command}").status_code == 404
+    with ctx.engine.connect() as conn:
+        stored = conn.execute(text("SELECT id FROM commands WHERE id LIKE :p"), {"p": f"%/{client_command}"}).scalars()
+        assert sorted(stored) == [f"shopA:/{client_command}", f"shopB:/{client_command}"]
