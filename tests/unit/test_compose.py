@@ -50,4 +50,21 @@ def test_compose_ships_durable_redis_and_a_worker_per_partition() -> None:
     owned = sorted(int(s["command"][-1]) for n, s in services.items() if n.startswith("worker-"))
     assert owned == list(range(partitions))
     assert services["postgres"]["healthcheck"]["test"]
+    # Least privilege: each process connects as its own role; Redis is password-protected.
+    users = {
+        name: s["environment"]["LEDGERQ_DATABASE_URL"].split("//")[1].split(":")[0]
+        for name, s in services.items()
+        if "environment" in s and "LEDGERQ_DATABASE_URL" in s["environment"]
+    }
+    assert users["api"] == "ledgerq_api_login" and users["worker-0"] == "ledgerq_worker_login"
+    assert users["migrate"] == "ledgerq"
+    assert "--requirepass" in redis_cmd and all(
+        "@redis:6379" in s["environment"]["LEDGERQ_REDIS_URL"]
+        for n, s in services.items()
+        if n.startswith(("api", "worker"))
+    )
+    assert (
+        services["api"]["environment"]["LEDGERQ_SIGNING_KEY"]
+        == services["worker-0"]["environment"]["LEDGERQ_SIGNING_KEY"]
+    )
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
