@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from sqlalchemy import text
 
 from api.app import create_app
 from api.context import Context
@@ -48,7 +49,8 @@ def no_postgres(ctx: Context, settings: Settings) -> Iterator[Context]:
 def test_redis_down_is_a_503_and_the_retry_enqueues(
     no_redis: Context, http: TestClient, ctx: Context, keys: dict[str, str], account: str
 ) -> None:
-    """The claim may be written, but the client was not told 202; its retry (same id) enqueues once."""
+    """Nothing half-done: the queue-depth check meets the dead Redis before anything is claimed, so
+    the client's retry (same id) is the first acceptance, and it enqueues once."""
     body: dict[str, Any] = {"id": uid("c"), "type": "deposit", "account_id": account, "amount": 5, "currency": "USD"}
     down = client_for(no_redis, keys["write"])
     answer = down.post("/v1/commands", json=body)
@@ -57,8 +59,11 @@ def test_redis_down_is_a_503_and_the_retry_enqueues(
     ready = down.get("/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["redis"]["ok"] is False
     assert not ctx.redis.exists(job_key(body["id"]))
+    with ctx.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM commands WHERE id = :c"), {"c": body["id"]}).scalar() == 0
     retried = http.post("/v1/commands", json=body)
-    assert retried.status_code == 200 and ctx.redis.exists(job_key(body["id"]))
+    assert retried.status_code == 202 and ctx.redis.exists(job_key(body["id"]))
+    assert http.post("/v1/commands", json=body).status_code == 200
 
 
 def test_postgres_down_is_a_503_and_nothing_is_enqueued(
