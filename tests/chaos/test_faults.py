@@ -22,7 +22,7 @@ from shared.keys import inflight_key, lease_key, queue_name
 from shared.routing import partition_for
 from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
 from tests.chaos.proxy import Proxy
-from tests.chaos.workload import History, line, run, settle, submit
+from tests.chaos.workload import History, line, record, run, settle, submit
 
 
 def http_for(cluster: Cluster) -> httpx.Client:
@@ -243,7 +243,7 @@ def test_32_concurrent_duplicate_submits_with_workers_dying(cluster: Cluster) ->
         assert status(cluster, command["id"]) == "applied"
     with http_for(cluster) as http:
         entries = http.get(f"/v1/accounts/{account}/entries").json()["entries"]
-    print(f"\nchaos 32 duplicates x5: answers={outcomes} entries={len(entries)} kills={cluster.kills()}")
+    print(record(f"\nchaos 32 duplicates x5: answers={outcomes} entries={len(entries)} kills={cluster.kills()}"))
     assert len(entries) == 5 and sum(e["amount"] for e in entries) == 50
 
 
@@ -318,7 +318,9 @@ def test_recovery_time_after_kill_minus_9(cluster: Cluster) -> None:
         replacement.stop(signal.SIGKILL)
     report = settle(cluster, history)
     print(
-        f"\nchaos recovery after kill -9: seconds from replacement start to applied: "
-        f"{' '.join(f'{s:.2f}' for s in samples)} median={statistics.median(samples):.2f} max={max(samples):.2f}"
+        record(
+            f"\nchaos recovery after kill -9: seconds from replacement start to applied: "
+            f"{' '.join(f'{s:.2f}' for s in samples)} median={statistics.median(samples):.2f} max={max(samples):.2f}"
+        )
     )
     assert report.ok()

@@ -149,9 +149,18 @@ def resolve_unknowns(cluster: Cluster, history: History) -> None:
                 history.acknowledged[command_id] = command
 
 
+RESULTS: list[str] = []
+"""Every scenario's counts, printed in pytest's terminal summary (tests/chaos/conftest.py)."""
+
+
+def record(text: str) -> str:
+    RESULTS.append(text.strip())
+    return text
+
+
 def line(name: str, history: History, report: Report, cluster: Cluster, **extra: object) -> str:
     more = " ".join(f"{k}={v}" for k, v in extra.items())
-    return (
+    return record(
         f"\nchaos {name}: {report.line()} refused={len(history.refused)} unknown={len(history.unknown)} "
         f"retries={history.retries} kills={cluster.kills()} {more}"
     )
