@@ -46,9 +46,22 @@ def check_metadata(value: Metadata | None) -> Metadata | None:
         return value
     if _depth(value) > METADATA_DEPTH_MAX:
         raise ValueError(f"metadata must nest at most {METADATA_DEPTH_MAX} levels")
-    if len(canonical_json(value).encode()) > METADATA_BYTES_MAX:
+    text = canonical_json(value)
+    if len(text.encode()) > METADATA_BYTES_MAX:
         raise ValueError(f"metadata must be at most {METADATA_BYTES_MAX} bytes of JSON")
+    if _has_nul(value):  # PostgreSQL's jsonb cannot hold NUL characters
+        raise ValueError("metadata must not contain NUL characters")
     return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _depth(value: Any) -> int:
@@ -70,7 +83,7 @@ class _Command(BaseModel):
     account_id: EntityId
     amount: Amount
     currency: Currency
-    reference: Annotated[str, StringConstraints(max_length=REFERENCE_CHARS_MAX)] | None = None
+    reference: Annotated[str, StringConstraints(max_length=REFERENCE_CHARS_MAX, pattern=r"^[^\x00]*$")] | None = None
     metadata: Metadata | None = None
 
     @field_validator("metadata")

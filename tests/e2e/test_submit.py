@@ -329,3 +329,12 @@ def test_command_ids_are_scoped_per_key_prefix(http: TestClient, ctx: Context) -
     with ctx.engine.connect() as conn:
         stored = conn.execute(text("SELECT id FROM commands WHERE id LIKE :p"), {"p": f"%/{client_command}"}).scalars()
         assert sorted(stored) == [f"shopA:/{client_command}", f"shopB:/{client_command}"]
+
+
+def test_nul_characters_are_refused_not_a_500(http: TestClient, account: str) -> None:
+    """Found by schemathesis: PostgreSQL's jsonb cannot store NUL; refuse it at the door."""
+    for change in ({"metadata": {"\x00": None}}, {"metadata": {"k": "a\x00b"}}, {"reference": "a\x00"}):
+        answer = http.post("/v1/commands", json=deposit(account, **change))
+        assert answer.status_code == 422 and answer.json()["code"] == "validation_failed", change
+    answer = http.post("/v1/accounts", json={"id": uid("nul"), "currency": "USD", "metadata": {"\x00": 1}})
+    assert answer.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -23,7 +24,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# LEDGERQ_FUZZ_EXAMPLES raises the budget for a long local run; CI keeps the default.
+@settings(
+    max_examples=int(os.environ.get("LEDGERQ_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_no_server_errors_and_problem_json_errors(case: Any, keys: dict[str, str]) -> None:
     response = case.call(headers={"Authorization": f"Bearer {keys['admin']}"})
     assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:300])
