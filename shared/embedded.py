@@ -224,11 +224,13 @@ class RedisServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
     binary: Path = field(default_factory=find_redis_server)
+    password: str | None = None
     process: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +254,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=log,
             stderr=log,

@@ -6,7 +6,9 @@ import warnings
 from pathlib import Path
 
 import psycopg
+import pytest
 from redis import Redis
+from redis.exceptions import AuthenticationError
 
 from shared.db import migrate
 from shared.embedded import PostgresServer, RedisServer, _wheel_pg_bindir
@@ -56,5 +58,39 @@ def test_readiness_tells_when_redis_would_lose_acknowledged_commands(tmp_path: P
         assert durable is False and "appendfsync=everysec" in why
         client.config_set("appendonly", "no")
         assert redis_durability(client)[0] is False
+    finally:
+        server.stop()
+
+
+def test_a_password_protected_redis_works_through_the_url(tmp_path: Path, settings: Settings) -> None:
+    """Credentials in LEDGERQ_REDIS_URL reach every Redis client ledgerq makes (queue, limiter)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.context import Context
+    from shared.apikeys import create_key
+    from shared.db import make_engine
+    from tests.conftest import uid
+
+    server = RedisServer(tmp_path / "redis", password="s3cret-pass").start()
+    try:
+        assert Redis.from_url(server.url).ping()
+        anonymous = server.url.replace(":s3cret-pass@", "")
+        with pytest.raises(AuthenticationError):
+            Redis.from_url(anonymous).ping()
+        locked = settings.model_copy(update={"redis_url": server.url})
+        engine = make_engine(locked, pool_size=1)
+        secret, _ = create_key(engine, "write")
+        with TestClient(create_app(context=Context.build(locked))) as http:
+            http.headers["Authorization"] = f"Bearer {secret}"
+            account = uid("pw")
+            assert http.post("/v1/accounts", json={"id": account, "currency": "USD"}).status_code == 201
+            sent = http.post(
+                "/v1/commands",
+                json={"id": uid("c"), "type": "deposit", "account_id": account, "amount": 1, "currency": "USD"},
+            )
+            assert sent.status_code == 202
+            assert http.get("/readyz").json()["checks"]["redis"]["ok"] is True
+        engine.dispose()
     finally:
         server.stop()
