@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -145,47 +146,35 @@ def test_a_duplicate_worker_waits_and_takes_over_when_the_owner_dies(cluster: Cl
     assert report.ok(), report.problems[:5]
 
 
-def test_redis_kill_minus_9_and_restart(cluster: Cluster) -> None:
-    """AOF appendfsync always: every acknowledged enqueue survives; the API answers 503 meanwhile."""
+def crash_twice_under_load(cluster: Cluster, name: str, crash: Callable[[], None], restart: Callable[[], None]) -> None:
+    """Crash a server twice while clients submit; the API must answer 503s that clients retry."""
     all_workers(cluster)
     crashes = []
 
-    def crash_redis(stop: threading.Event) -> None:
+    def chaos(stop: threading.Event) -> None:
         for _ in range(2):
             if stop.wait(2.5):
                 return
-            cluster.redis.kill()
+            crash()
             crashes.append(time.monotonic())
             time.sleep(1.0)
-            cluster.redis.start()
+            restart()
 
-    history, report = run(
-        cluster, commands_min=2000, commands_max=8000, chaos=crash_redis, enough=lambda: len(crashes) == 2
-    )
-    print(line("redis kill -9", history, report, cluster, crashes=len(crashes)))
+    history, report = run(cluster, commands_min=2000, commands_max=8000, chaos=chaos, enough=lambda: len(crashes) == 2)
+    print(line(name, history, report, cluster, crashes=len(crashes)))
     assert len(crashes) == 2 and history.retries > 0
     assert report.ok(), report.problems[:5]
+
+
+def test_redis_kill_minus_9_and_restart(cluster: Cluster) -> None:
+    """AOF appendfsync always: every acknowledged enqueue survives; the API answers 503 meanwhile."""
+    crash_twice_under_load(cluster, "redis kill -9", cluster.redis.kill, cluster.redis.start)
 
 
 def test_postgres_crash_and_restart(cluster: Cluster) -> None:
-    all_workers(cluster)
-    crashes = []
-
-    def crash_postgres(stop: threading.Event) -> None:
-        for _ in range(2):
-            if stop.wait(2.5):
-                return
-            cluster.postgres.stop("immediate")
-            crashes.append(time.monotonic())
-            time.sleep(1.0)
-            cluster.postgres.start()
-
-    history, report = run(
-        cluster, commands_min=2000, commands_max=8000, chaos=crash_postgres, enough=lambda: len(crashes) == 2
+    crash_twice_under_load(
+        cluster, "postgres crash", lambda: cluster.postgres.stop("immediate"), cluster.postgres.start
     )
-    print(line("postgres crash", history, report, cluster, crashes=len(crashes)))
-    assert len(crashes) == 2 and history.retries > 0
-    assert report.ok(), report.problems[:5]
 
 
 def test_network_stalls_and_resets_between_workers_and_servers(cluster: Cluster) -> None:

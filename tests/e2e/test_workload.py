@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from api.context import Context
 from shared.settings import Settings
+from tests.chaos.workload import random_command
 from tests.checker import check
 from tests.conftest import SIGNING_KEY, uid, wait_final
 
@@ -37,18 +38,7 @@ def test_random_workload_keeps_every_invariant(http: TestClient, ctx: Context, s
         )
     plans: list[list[dict[str, Any]]] = [[] for _ in range(THREADS)]
     for n in range(COMMANDS):
-        kind = rng.choices(["deposit", "withdraw", "transfer"], [4, 3, 3])[0]
-        source, target = rng.sample(accounts, 2)
-        command = {
-            "id": uid("w"),
-            "type": kind,
-            "account_id": source,
-            "amount": rng.randint(1, 5_000),
-            "currency": "USD",
-        }
-        if kind == "transfer":
-            command["to_account_id"] = target
-        plans[n % THREADS].append(command)
+        plans[n % THREADS].append(random_command(rng, accounts))
     acknowledged: dict[str, dict[str, Any]] = {}
     sent: dict[str, list[str]] = {}
     lock = threading.Lock()
