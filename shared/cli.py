@@ -147,7 +147,15 @@ def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
 
 
 def main() -> None:
-    cli()
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        cli()
+    except OperationalError as exc:
+        sys.exit(f"ledgerq: PostgreSQL unreachable ({str(exc.orig).splitlines()[0]}); check LEDGERQ_DATABASE_URL")
+    except RedisConnectionError as exc:
+        sys.exit(f"ledgerq: Redis unreachable ({exc}); check LEDGERQ_REDIS_URL")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,9 @@ def run_dev(port: int, partitions: int, data_dir: Path | None, host: str = "127.
         _wait_ready(url, children, stop)
         print(f"ledgerq dev ready: url={url} key={secret}", flush=True)
         print(f"  postgres {postgres.url}\n  redis    {redis.url} (appendfsync always)\n  data     {root}", flush=True)
+        # For the in-process client and the CLI against this system (dev-only secrets):
+        exports = " ".join(f"{k}={env[k]}" for k in sorted(env) if k.startswith("LEDGERQ_"))
+        print(f"  export {exports}", flush=True)
         while not stop.wait(0.5):
             dead = [c for c in children if c.poll() is not None]
             if dead:

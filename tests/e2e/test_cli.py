@@ -148,3 +148,11 @@ def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path) -> None:
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz")
     assert list(tmp_path.iterdir()) == []  # nothing left in the folder it ran from
+
+
+def test_unreachable_servers_are_one_clear_line_not_a_traceback() -> None:
+    env = env_for(f"postgresql://postgres@127.0.0.1:{free_port()}/x", f"redis://127.0.0.1:{free_port()}/0")
+    for args in (["verify"], ["status"], ["keys", "list"]):
+        done = run(args, env)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, args
+        assert "PostgreSQL unreachable" in done.stderr and "LEDGERQ_DATABASE_URL" in done.stderr
