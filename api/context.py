@@ -6,7 +6,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from prometheus_client import CollectorRegistry
@@ -33,15 +33,16 @@ class Context:
     currencies: dict[str, str] = field(default_factory=dict)
     _queues: dict[int, Queue] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
-    _limiter: FixedWindowRateLimiter | None = None
+    _limiter: tuple[FixedWindowRateLimiter, RateLimitItem] | None = None
 
     def rate_limit(self, key_id: str) -> None:
         """Count one request against the key's window (shared by every API process, in Redis)."""
-        item = parse(self.settings.rate_limit)
-        if self._limiter is None:
-            self._limiter = FixedWindowRateLimiter(storage_from_string(self.settings.redis_url))
-        if not self._limiter.hit(item, "ledgerq-key", key_id):
-            reset_s = self._limiter.get_window_stats(item, "ledgerq-key", key_id).reset_time - time.time()
+        if self._limiter is None:  # built once, on first use: the limit string is parsed once
+            storage = storage_from_string(self.settings.redis_url)
+            self._limiter = (FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
+        limiter, item = self._limiter
+        if not limiter.hit(item, "ledgerq-key", key_id):
+            reset_s = limiter.get_window_stats(item, "ledgerq-key", key_id).reset_time - time.time()
             raise RateLimited(f"more than {self.settings.rate_limit} for this key", max(1, math.ceil(reset_s)))
 
     def queue(self, partition: int) -> Queue:

@@ -130,7 +130,6 @@ class Transfer(_Command):
 
 Command = Annotated[Deposit | Withdraw | Transfer, Field(discriminator="type")]
 COMMAND_ADAPTER: TypeAdapter[Deposit | Withdraw | Transfer] = TypeAdapter(Command)
-COMMAND_TYPES = ("deposit", "withdraw", "transfer")
 
 
 def parse_command(data: dict[str, Any]) -> Deposit | Withdraw | Transfer:

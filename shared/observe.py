@@ -32,21 +32,18 @@ def partition_states(redis: Redis, partitions: int) -> list[PartitionState]:
             pipe.lindex(inflight_key(p), 0)
             pipe.lindex(queue_key(p), 0)
         raw = pipe.execute()
-    heads = []
-    for p in range(partitions):
-        inflight_head, queue_head = raw[5 * p + 3], raw[5 * p + 4]
-        heads.append(inflight_head or queue_head)
+    heads = [raw[5 * p + 3] or raw[5 * p + 4] for p in range(partitions)]  # oldest unfinished job, if any
     with redis.pipeline(transaction=False) as pipe:
-        for head in heads:
-            pipe.hget(b"rq:job:" + head if head else b"rq:job:-", "enqueued_at")
-        enqueued = pipe.execute()
+        for head in filter(None, heads):
+            pipe.hget(b"rq:job:" + head, "enqueued_at")
+        found = iter(pipe.execute())
+    enqueued = [next(found) if head else None for head in heads]
     now = time.time()
     states = []
     for p in range(partitions):
         owner = raw[5 * p]
-        age = None
-        if enqueued[p]:
-            age = max(0.0, now - _parse_rq_time(enqueued[p].decode()))
+        stamp = enqueued[p]
+        age = None if stamp is None else max(0.0, now - _parse_rq_time(stamp.decode()))
         states.append(
             PartitionState(
                 p,

@@ -24,6 +24,7 @@ from shared.routing import partition_for
 from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
 from tests.chaos.proxy import Proxy
 from tests.chaos.workload import History, line, record, run, settle, submit
+from tests.checker import Report
 
 
 def http_for(cluster: Cluster) -> httpx.Client:
@@ -79,16 +80,16 @@ def all_workers(cluster: Cluster, **env: str) -> None:
         cluster.add_worker([partition], **env)
 
 
-def test_sigstop_past_the_lease_cannot_commit(cluster: Cluster) -> None:
-    """An owner frozen mid-transaction (entries written, not committed) past its lease: a new owner takes
-    over, and when the old one wakes its commit is refused; every command is applied exactly once."""
-    account = account_on(cluster, 0)
+def freeze_then_wake(cluster: Cluster, partition: int, point: str, name: str) -> tuple[str, Report]:
+    """Freeze the owner at `point` past its lease, let a successor take over, then wake the old owner.
+    Returns the old owner's log and the end-of-run check."""
+    account = account_on(cluster, partition)
     history = History()
-    frozen = cluster.add_worker([0], LEDGERQ_FAULT_POINTS="before_commit:stop:1")
+    frozen = cluster.add_worker([partition], LEDGERQ_FAULT_POINTS=f"{point}:stop:1")
     first = deposits(cluster, history, account, 3)
     wait_until(lambda: is_stopped(frozen))
-    successor = cluster.add_worker([0])
-    assert status(cluster, first[-1], 30) == "applied"  # after the lease lapsed and Postgres ended the frozen tx
+    successor = cluster.add_worker([partition])
+    assert status(cluster, first[-1], 30) == "applied"  # after the lease lapsed (and any frozen tx was ended)
     frozen.restart = False
     assert frozen.process is not None
     frozen.process.send_signal(signal.SIGCONT)
@@ -97,31 +98,22 @@ def test_sigstop_past_the_lease_cannot_commit(cluster: Cluster) -> None:
     frozen.stop()
     successor.stop()
     report = settle(cluster, history)
-    fenced_log = frozen.log.read_text()
-    print(line("SIGSTOP past lease", history, report, cluster))
+    print(line(name, history, report, cluster))
+    return frozen.log.read_text(), report
+
+
+def test_sigstop_past_the_lease_cannot_commit(cluster: Cluster) -> None:
+    """An owner frozen mid-transaction (entries written, not committed) past its lease: a new owner takes
+    over, and when the old one wakes its commit is refused; every command is applied exactly once."""
+    fenced_log, report = freeze_then_wake(cluster, 0, "before_commit", "SIGSTOP past lease")
     assert "lease lost" in fenced_log or "epoch" in fenced_log
     assert report.ok(), report.problems[:5]
 
 
 def test_sigstop_between_take_and_apply(cluster: Cluster) -> None:
     """An owner frozen after taking jobs: the successor applies them first; the woken owner is fenced."""
-    account = account_on(cluster, 1)
-    history = History()
-    frozen = cluster.add_worker([1], LEDGERQ_FAULT_POINTS="after_take:stop:1")
-    first = deposits(cluster, history, account, 3)
-    wait_until(lambda: is_stopped(frozen))
-    successor = cluster.add_worker([1])
-    assert status(cluster, first[-1]) == "applied"
-    frozen.restart = False
-    assert frozen.process is not None
-    frozen.process.send_signal(signal.SIGCONT)
-    more = deposits(cluster, history, account, 5)
-    assert status(cluster, more[-1]) == "applied"
-    frozen.stop()
-    successor.stop()
-    report = settle(cluster, history)
-    print(line("SIGSTOP after take", history, report, cluster))
-    assert "lease lost" in frozen.log.read_text()
+    fenced_log, report = freeze_then_wake(cluster, 1, "after_take", "SIGSTOP after take")
+    assert "lease lost" in fenced_log
     assert report.ok(), report.problems[:5]
 
 
