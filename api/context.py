@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse
-from limits.storage import storage_from_string
-from limits.strategies import FixedWindowRateLimiter
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from prometheus_client import CollectorRegistry
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, select
 
+from shared.apikeys import ApiKey, authenticate_many
 from shared.db import check_partitions, make_engine
 from shared.errors import RateLimited
-from shared.keys import queue_name
+from shared.group_commit import GroupCommit
 from shared.schema import accounts
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from api.submit import AnyCommand, Outcome
 
 ACCOUNT_CACHE_MAX = 100_000
 
@@ -31,24 +36,35 @@ class Context:
     redis: Redis
     # Account id -> currency. Accounts are never deleted and currencies never change, so a hit is final.
     currencies: dict[str, str] = field(default_factory=dict)
-    _queues: dict[int, Queue] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
-    _limiter: tuple[FixedWindowRateLimiter, RateLimitItem] | None = None
+    _limiter: tuple[asyncio.AbstractEventLoop, FixedWindowRateLimiter, RateLimitItem] | None = None
+    # Group commit for submits, audit rows and key lookups: concurrent requests share one round trip.
+    submits: GroupCommit[AnyCommand, Outcome] = field(init=False)
+    audits: GroupCommit[dict[str, Any], None] = field(init=False)
+    auths: GroupCommit[str, ApiKey | None] = field(init=False)
 
-    def rate_limit(self, key_id: str) -> None:
+    def __post_init__(self) -> None:
+        from api.audit import write_audit_rows  # imported here: both modules import this one
+        from api.submit import submit_round
+
+        self.submits = GroupCommit(partial(submit_round, self), self.settings.claim_batch_max)
+        self.audits = GroupCommit(partial(write_audit_rows, self.engine), self.settings.claim_batch_max)
+        self.auths = GroupCommit(partial(authenticate_many, self.engine), self.settings.claim_batch_max)
+
+    async def rate_limit(self, key_id: str) -> None:
         """Count one request against the key's window (shared by every API process, in Redis)."""
-        if self._limiter is None:  # built once, on first use: the limit string is parsed once
-            storage = storage_from_string(self.settings.redis_url)
-            self._limiter = (FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
-        limiter, item = self._limiter
-        if not limiter.hit(item, "ledgerq-key", key_id):
-            reset_s = limiter.get_window_stats(item, "ledgerq-key", key_id).reset_time - time.time()
+        limiter, item = self._limiter_for_loop()
+        if not await limiter.hit(item, "ledgerq-key", key_id):
+            reset_s = (await limiter.get_window_stats(item, "ledgerq-key", key_id)).reset_time - time.time()
             raise RateLimited(f"more than {self.settings.rate_limit} for this key", max(1, math.ceil(reset_s)))
 
-    def queue(self, partition: int) -> Queue:
-        if partition not in self._queues:
-            self._queues[partition] = Queue(queue_name(partition), connection=self.redis, serializer=JSONSerializer)
-        return self._queues[partition]
+    def _limiter_for_loop(self) -> tuple[FixedWindowRateLimiter, RateLimitItem]:
+        # An asyncio Redis client belongs to the loop that made it: one limiter per running loop.
+        loop = asyncio.get_running_loop()
+        if self._limiter is None or self._limiter[0] is not loop:
+            storage = RedisStorage(f"async+{self.settings.redis_url}", implementation="redispy")
+            self._limiter = (loop, FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
+        return self._limiter[1], self._limiter[2]
 
     @classmethod
     def build(cls, settings: Settings) -> Context:
@@ -59,6 +75,8 @@ class Context:
         return cls(settings, engine, redis)
 
     def close(self) -> None:
+        for rounds in (self.submits, self.audits, self.auths):
+            rounds.close()
         self.engine.dispose()
         self.redis.close()
 

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
 from api.context import Context
-from shared.apikeys import ApiKey, authenticate
+from shared.apikeys import ApiKey
 from shared.errors import Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False)
@@ -31,11 +30,13 @@ def _require(scope: str):  # type: ignore[no-untyped-def]
     ) -> ApiKey:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("send `Authorization: Bearer <key>`")
-        key = await run_in_threadpool(authenticate, ctx.engine, credentials.credentials)
+        (key,) = await ctx.auths.run_async([credentials.credentials])  # shares one query with concurrent requests
+        if isinstance(key, BaseException):
+            raise key
         if key is None:
             raise Unauthorized("unknown or revoked API key")
-        request.state.key_id = key.id
-        ctx.rate_limit(key.id)
+        request.state.key_id = key.id  # the audit row names the key even when the call is refused below
+        await ctx.rate_limit(key.id)
         if not key.allows(scope):
             raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
         return key

@@ -6,6 +6,7 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
     client.submit({"id": "order-42", "type": "deposit", "account_id": "alice",
                    "amount": 5000, "currency": "USD"})
     client.wait("order-42", timeout_s=5)
+    client.submit_many([...])   # many commands, one claim transaction and one Redis call
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from api.body import validate
 from api.context import Context
-from api.submit import Submitted, submit
+from api.submit import Outcome, Submitted, submit, submit_many
 from shared.commands import COMMAND_ADAPTER
 from shared.schema import FINAL_STATUSES, commands
 from shared.settings import Settings
@@ -37,6 +38,15 @@ class LedgerClient:
     def submit(self, command: dict[str, Any]) -> Submitted:
         """Validate and enqueue one command; raises a `shared.errors.RequestError` on bad input."""
         return submit(self.ctx, validate(COMMAND_ADAPTER, command))
+
+    def submit_many(self, batch: list[dict[str, Any]]) -> list[Outcome]:
+        """Validate all, then submit them in order in as few rounds as possible.
+
+        Returns one outcome per command: a `Submitted`, or the `shared.errors.LedgerError` that
+        refused it (unknown account, id reused with another payload, queue full). Invalid input
+        raises before anything is submitted; Postgres or Redis being away raises for the lot.
+        """
+        return submit_many(self.ctx, [validate(COMMAND_ADAPTER, command) for command in batch])
 
     def status(self, command_id: str) -> dict[str, Any] | None:
         with self.ctx.engine.connect() as conn:

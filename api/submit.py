@@ -1,29 +1,37 @@
-"""Submitting a command: validate facts, claim the id in Postgres, enqueue once in Redis.
+"""Submitting commands: validate facts, claim the ids in Postgres, enqueue once in Redis, many at a time.
 
-The claim (INSERT ... ON CONFLICT DO NOTHING with the payload hash) is the
-idempotency record and lives as long as the ledger. The enqueue uses RQ's
-unique enqueue (one Lua script: create the job hash and push its id only if
-the hash does not exist), so of any number of racing submits of one id
-exactly one job is queued. A replay whose command is still `queued` enqueues
-again in the same unique way: that heals a crash between claim and enqueue,
-and is a no-op otherwise (the job hash exists until the command is final).
+Concurrent submits in one process share a round (`shared.group_commit`): one
+query for unknown account currencies, one pipelined LLEN for back-pressure,
+one claim transaction (a multi-row `INSERT ... ON CONFLICT DO NOTHING`
+carrying each payload hash; one fsync for the round) and one Lua call that
+creates and pushes every new job. The claim is the idempotency record and
+lives as long as the ledger; the enqueue skips any job whose hash exists, so
+of any number of racing submits of one id exactly one job is queued. A
+replay whose command is still `queued` enqueues again in the same way: that
+heals a crash between claim and enqueue, and is a no-op otherwise.
+
+Only a 202 (or a `Submitted` returned) promises anything: it is given after
+both the claim commit and the enqueue. A round that fails part way answers
+503 to all its callers; their retries with the same ids are replays.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from api.context import Context
 from shared.commands import Deposit, Transfer, Withdraw
-from shared.enqueue import enqueue_command
-from shared.errors import CurrencyMismatch, IdempotencyConflict, QueueFull, UnknownAccount
+from shared.enqueue import enqueue_commands
+from shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from shared.keys import queue_key
 from shared.routing import partition_for
-from shared.schema import commands
 
 AnyCommand = Deposit | Withdraw | Transfer
 
@@ -37,46 +45,159 @@ class Submitted:
     accepted_at: datetime
 
 
+Outcome = Submitted | LedgerError
+
+# One JSON document for the round; sorted by id so two processes claiming overlapping ids wait on
+# each other in one order (no deadlock).
+_CLAIM = text(
+    """
+    INSERT INTO commands (id, payload_hash, type, partition, payload)
+    SELECT v.id, v.hash, v.type, v.partition, v.payload
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, hash text, type text, partition int, payload jsonb)
+     ORDER BY v.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, accepted_at
+    """
+)
+_EXISTING = text(
+    "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
+
+
 def submit(ctx: Context, command: AnyCommand) -> Submitted:
-    _check_accounts(ctx, command)
-    partition = partition_for(command.routing_account, ctx.settings.partitions)
-    if ctx.redis.llen(queue_key(partition)) >= ctx.settings.queue_depth_max:
-        raise QueueFull(f"partition {partition} has {ctx.settings.queue_depth_max} commands waiting; retry later")
-    digest = command.payload_hash()
+    """Submit one command (sharing a round with concurrent callers); raises its `LedgerError`."""
+    (outcome,) = ctx.submits.run([command])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+async def submit_async(ctx: Context, command: AnyCommand) -> Submitted:
+    """`submit` for the event loop: waits for its round without holding a thread."""
+    (outcome,) = await ctx.submits.run_async([command])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def submit_many(ctx: Context, batch: Sequence[AnyCommand]) -> list[Outcome]:
+    """Submit commands in order; one outcome each, an error instead of raising for the ones refused.
+
+    A dependency failure (Postgres or Redis away) still raises: no outcome is known for any of them.
+    """
+    outcomes = ctx.submits.run(list(batch))
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, LedgerError):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def submit_round(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
+    """The group-commit flush: ids repeated within the round are handled in later sub-rounds."""
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for index, command in enumerate(batch):
+        nth = seen.get(command.id, 0)
+        seen[command.id] = nth + 1
+        if nth == len(rounds):
+            rounds.append([])
+        rounds[nth].append(index)
+    for indexes in rounds:
+        for index, outcome in zip(indexes, _claim_and_enqueue(ctx, [batch[i] for i in indexes]), strict=True):
+            outcomes[index] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _claim_and_enqueue(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
+    outcomes: list[Outcome | None] = list(_check_accounts(ctx, batch))
+    partitions = [partition_for(c.routing_account, ctx.settings.partitions) for c in batch]
+    _check_depth(ctx, partitions, outcomes)
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    if not todo:
+        return outcomes  # type: ignore[return-value]
+    hashes = {i: batch[i].payload_hash() for i in todo}
+    payloads = {i: batch[i].payload() for i in todo}
     with ctx.engine.begin() as conn:
-        claimed = conn.execute(
-            insert(commands)
-            .values(
-                id=command.id, payload_hash=digest, type=command.type, partition=partition, payload=command.payload()
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(commands.c.accepted_at)
-        ).scalar_one_or_none()
-        if claimed is None:
-            row = conn.execute(
-                select(commands.c.payload_hash, commands.c.status, commands.c.partition, commands.c.accepted_at).where(
-                    commands.c.id == command.id
+        claimed, existing = _claim(conn, batch, todo, hashes, payloads, partitions)
+    to_enqueue: list[tuple[int, dict[str, Any]]] = []
+    for i in todo:
+        command_id = batch[i].id
+        if command_id in claimed:
+            outcomes[i] = Submitted(command_id, "queued", partitions[i], False, claimed[command_id])
+            to_enqueue.append((partitions[i], payloads[i]))
+            continue
+        row = existing[command_id]
+        if row.payload_hash != hashes[i]:
+            outcomes[i] = IdempotencyConflict(f"command {command_id!r} was already submitted with another payload")
+            continue
+        outcomes[i] = Submitted(command_id, row.status, row.partition, True, row.accepted_at)
+        if row.status == "queued":
+            to_enqueue.append((row.partition, payloads[i]))
+    enqueue_commands(ctx.redis, to_enqueue, ctx.settings)
+    return outcomes  # type: ignore[return-value]
+
+
+def _claim(
+    conn: Connection,
+    batch: list[AnyCommand],
+    todo: list[int],
+    hashes: dict[int, str],
+    payloads: dict[int, dict[str, Any]],
+    partitions: list[int],
+) -> tuple[dict[str, datetime], dict[str, Any]]:
+    claimed = {
+        row.id: row.accepted_at
+        for row in conn.execute(
+            _CLAIM,
+            {
+                "rows": json.dumps(
+                    [
+                        {
+                            "id": batch[i].id,
+                            "hash": hashes[i],
+                            "type": batch[i].type,
+                            "partition": partitions[i],
+                            "payload": payloads[i],
+                        }
+                        for i in todo
+                    ]
                 )
-            ).one()
-    if claimed is not None:
-        _enqueue(ctx, command, partition)
-        return Submitted(command.id, "queued", partition, False, claimed)
-    if row.payload_hash != digest:
-        raise IdempotencyConflict(f"command {command.id!r} was already submitted with another payload")
-    if row.status == "queued":
-        _enqueue(ctx, command, row.partition)
-    return Submitted(command.id, row.status, row.partition, True, row.accepted_at)
+            },
+        )
+    }
+    others = [batch[i].id for i in todo if batch[i].id not in claimed]
+    existing = {row.id: row for row in conn.execute(_EXISTING, {"ids": others})} if others else {}
+    return claimed, existing
 
 
-def _check_accounts(ctx: Context, command: AnyCommand) -> None:
-    known = ctx.currencies_of(command.account_ids())
-    for account_id in command.account_ids():
-        currency = known.get(account_id)
-        if currency is None:
-            raise UnknownAccount(f"account {account_id!r} does not exist")
-        if currency != command.currency:
-            raise CurrencyMismatch(f"account {account_id!r} holds {currency}, not {command.currency}")
+def _check_accounts(ctx: Context, batch: list[AnyCommand]) -> list[LedgerError | None]:
+    known = ctx.currencies_of(tuple({a for c in batch for a in c.account_ids()}))
+    problems: list[LedgerError | None] = []
+    for command in batch:
+        problem: LedgerError | None = None
+        for account_id in command.account_ids():
+            currency = known.get(account_id)
+            if currency is None:
+                problem = UnknownAccount(f"account {account_id!r} does not exist")
+                break
+            if currency != command.currency:
+                problem = CurrencyMismatch(f"account {account_id!r} holds {currency}, not {command.currency}")
+                break
+        problems.append(problem)
+    return problems
 
 
-def _enqueue(ctx: Context, command: AnyCommand, partition: int) -> None:
-    enqueue_command(ctx.queue(partition), command.payload(), ctx.settings)
+def _check_depth(ctx: Context, partitions: list[int], outcomes: list[Outcome | None]) -> None:
+    """Back-pressure before the claim: a refused command is not claimed, so a retry is a fresh submit."""
+    wanted = sorted({p for p, o in zip(partitions, outcomes, strict=True) if o is None})
+    if not wanted:
+        return
+    with ctx.redis.pipeline(transaction=False) as pipe:
+        for partition in wanted:
+            pipe.llen(queue_key(partition))
+        depths = dict(zip(wanted, pipe.execute(), strict=True))
+    limit = ctx.settings.queue_depth_max
+    for i, partition in enumerate(partitions):
+        if outcomes[i] is None and depths[partition] >= limit:
+            outcomes[i] = QueueFull(f"partition {partition} has {limit} commands waiting; retry later")

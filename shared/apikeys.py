@@ -68,16 +68,37 @@ _COLUMNS = (
 
 def authenticate(engine: Engine, token: str) -> ApiKey | None:
     """The live key this token names, or None (unknown, wrong secret, revoked)."""
+    return authenticate_many(engine, [token])[0]
+
+
+def authenticate_many(engine: Engine, tokens: list[str]) -> list[ApiKey | None]:
+    """`authenticate` for many tokens in one query: concurrent requests share it (no cache: each
+    request reads the key row as it is when its round starts, so a revocation holds from the next one)."""
+    parsed = [_parse(token) for token in tokens]
+    wanted = sorted({p[0] for p in parsed if p is not None})
+    rows = {}
+    if wanted:
+        with engine.connect() as conn:
+            rows = {
+                r.id: r
+                for r in conn.execute(select(api_keys.c.secret_hash, *_COLUMNS).where(api_keys.c.id.in_(wanted)))
+            }
+    keys: list[ApiKey | None] = []
+    for p in parsed:
+        row = rows.get(p[0]) if p is not None else None
+        if p is None or row is None or not hmac.compare_digest(row.secret_hash, _hash(p[1])):
+            keys.append(None)
+            continue
+        key = ApiKey(*row[1:])
+        keys.append(None if key.revoked_at is not None else key)
+    return keys
+
+
+def _parse(token: str) -> tuple[str, str] | None:
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "lq":
         return None
-    _, key_id, secret = parts
-    with engine.connect() as conn:
-        row = conn.execute(select(api_keys.c.secret_hash, *_COLUMNS).where(api_keys.c.id == key_id)).one_or_none()
-    if row is None or not hmac.compare_digest(row[0], _hash(secret)):
-        return None
-    key = ApiKey(*row[1:])
-    return None if key.revoked_at is not None else key
+    return parts[1], parts[2]
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:

@@ -20,7 +20,9 @@ def make_engine(settings: Settings, *, pool_size: int | None = None, **connect_a
     return create_engine(
         settings.sqlalchemy_url,
         pool_size=size,
-        max_overflow=size,
+        # No overflow: a connection opened past the pool is closed on return, and under load that
+        # churn (a Postgres backend forked per checkout) costs more than waiting for a pooled one.
+        max_overflow=0,
         pool_pre_ping=True,
         pool_recycle=1800,
         # Keepalives and a TCP user timeout: a silently dropped network fails a query in seconds

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, le=1024)
 
     batch_max: int = Field(default=500, ge=1, le=10_000)
+    # Most submits (or audit rows) one API process claims in one transaction.
+    claim_batch_max: int = Field(default=1_000, ge=1, le=10_000)
     lease_ttl_ms: int = Field(default=5_000, ge=500, le=600_000)
     # Kept in Redis after a job ends; outcomes live in Postgres, so this is cosmetic.
     result_ttl_s: int = Field(default=3_600, ge=1)

@@ -1,17 +1,24 @@
 """Throughput benchmark, side by side in one run (not a test: it prints figures, it asserts nothing).
 
-    python -m tests.bench [--commands N] [--partitions P ...]
+    python -m tests.bench [--commands N] [--rq-commands N] [--partitions P ...] [--queued N]
 
 Starts private PostgreSQL (fsync on, synchronous commit) and Redis (AOF appendfsync always) and measures:
 - B: `SELECT ... FOR UPDATE` + UPDATE + INSERT per command, 16 connections;
 - E: stock RQ, one job per command, a SimpleWorker applying the same SQL;
-- ledgerq end to end (accepted -> applied) through the in-process client, with P worker processes;
+- ledgerq end to end (accepted -> applied), P worker processes, through
+  - the in-process client, one command per call from 16 threads (`submit`),
+  - the in-process client, 100 commands per call from 16 threads (`submit_many`),
+  - HTTP: `ledgerq api` (uvicorn, 2 processes) with 64 keep-alive connections, one command per request;
 each on one hot account and on 10,000 accounts. Ratios are against B and E measured in the same run.
+Then (`--queued`) the flat-memory run: N commands queued with no worker, then one worker drains them
+while its RSS is sampled.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import logging
 import os
 import random
@@ -21,8 +28,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,11 @@ import psycopg
 from redis import Redis
 
 CONNECTIONS = 16
+HTTP_CONNECTIONS = 64
+HTTP_PROCESSES = 2
+MANY = 100
 ACCOUNTS_SPREAD = 10_000
+SIGNING_KEY = "bench-signing-key-0123456789abcdef0123"
 
 
 def timed(n: int, work: Callable[[int], None], threads: int = CONNECTIONS) -> float:
@@ -77,92 +90,287 @@ def rq_job(url: str, account: int) -> None:
         conn.execute("INSERT INTO b_entries (account, amount, after) VALUES (%s, 1, %s)", (account, balance + 1))
 
 
-def baseline_e(url: str, redis_url: str, n: int, hot: bool) -> float:
+def baseline_e(url: str, redis_url: str, n: int, hot: bool) -> tuple[float, float]:
+    """Commands/s and Redis commands per job."""
     from rq import Queue, SimpleWorker
 
     logging.getLogger("rq").setLevel(logging.WARNING)
     redis = Redis.from_url(redis_url)
+    redis.flushdb()
     queue = Queue("bench-e", connection=redis)
+    calls = redis_calls(redis)
     started = time.perf_counter()
     for _ in range(n):
         queue.enqueue("tests.bench.rq_job", url, 0 if hot else random.randrange(ACCOUNTS_SPREAD))
-    SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False)
-    return n / (time.perf_counter() - started)
+    SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False, logging_level="WARNING")
+    per_s = n / (time.perf_counter() - started)
+    return per_s, (redis_calls(redis) - calls) / n
 
 
 # -- ledgerq ------------------------------------------------------------------------------------------
 
 
-def ledgerq_run(root: Path, pg: Any, redis_url: str, n: int, hot: bool, partitions: int) -> dict[str, float]:
-    from api.inprocess import LedgerClient
-    from shared.db import fix_partitions, make_engine, migrate
-    from shared.settings import Settings
+def redis_calls(redis: Redis) -> int:
+    """Commands Redis has run (Lua's inner calls included), less the INFO calls that read this."""
+    stats = redis.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
-    db = f"bench_{int(time.time() * 1000)}"
-    url = pg.create_database(db)
-    key = "bench-signing-key-0123456789abcdef0123"
-    settings = Settings(database_url=url, redis_url=redis_url, partitions=partitions, signing_key=key)
-    Redis.from_url(redis_url).flushdb()
-    migrate(settings)
-    fix_partitions(make_engine(settings, pool_size=1), partitions)
-    client = LedgerClient.from_settings(settings)
-    accounts = ["hot"] if hot else [f"a{i}" for i in range(ACCOUNTS_SPREAD)]
-    with client.ctx.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO accounts (id, currency, overdraft_limit) SELECT unnest(%(ids)s::text[]), 'USD', 0",
-            {"ids": accounts},
+
+@dataclass
+class RssSampler:
+    pids: list[int]
+    samples: list[float] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def rss_mb(self) -> float:
+        total = 0
+        for pid in self.pids:
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            total = max(total, int(text.split("VmRSS:")[1].split()[0]))
+        return total / 1024
+
+    def run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.samples.append(self.rss_mb())
+
+    @contextmanager
+    def sampling(self) -> Iterator[RssSampler]:
+        thread = threading.Thread(target=self.run, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+
+
+@dataclass
+class Ledger:
+    """A fresh ledgerq database with its accounts, and the environment its processes need."""
+
+    url: str
+    redis_url: str
+    partitions: int
+    accounts: list[str]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LEDGERQ_DATABASE_URL": self.url,
+            "LEDGERQ_REDIS_URL": self.redis_url,
+            "LEDGERQ_PARTITIONS": str(self.partitions),
+            "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
+            "LEDGERQ_LOG_LEVEL": "WARNING",
+            "LEDGERQ_RATE_LIMIT": "1000000/second",  # the benchmark is one key; production keeps a limit
+            "LEDGERQ_QUEUE_DEPTH_MAX": "10000000",
+        }
+
+    def settings(self) -> Any:
+        from shared.settings import Settings
+
+        return Settings(
+            database_url=self.url,
+            redis_url=self.redis_url,
+            partitions=self.partitions,
+            signing_key=SIGNING_KEY,
+            queue_depth_max=10_000_000,
         )
-    env = {
-        **os.environ,
-        "LEDGERQ_DATABASE_URL": url,
-        "LEDGERQ_REDIS_URL": redis_url,
-        "LEDGERQ_PARTITIONS": str(partitions),
-        "LEDGERQ_SIGNING_KEY": key,
-        "LEDGERQ_LOG_LEVEL": "WARNING",
-    }
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--partition", str(p)], env=env)
-        for p in range(partitions)
-    ]
-    time.sleep(2.0)  # let them take their leases
-    started = time.perf_counter()
 
-    def work(i: int) -> None:
-        client.submit(
-            {"id": f"c{i}", "type": "deposit", "account_id": random.choice(accounts), "amount": 1, "currency": "USD"}
-        )
-
-    accepted_per_s = timed(n, work)
-    with client.ctx.engine.connect() as conn:
-        while conn.exec_driver_sql("SELECT count(*) FROM commands WHERE status = 'queued'").scalar_one():
-            time.sleep(0.05)
-            conn.rollback()
-        elapsed = time.perf_counter() - started
-        lat = [
-            r[0]
-            for r in conn.exec_driver_sql(
-                "SELECT extract(epoch FROM finished_at - accepted_at) FROM commands ORDER BY 1"
-            ).all()
+    def start_workers(self, partitions: list[int]) -> list[subprocess.Popen[bytes]]:
+        return [
+            subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--partition", str(p)], env=self.env)
+            for p in partitions
         ]
-    rss_kb = max(int(Path(f"/proc/{w.pid}/status").read_text().split("VmRSS:")[1].split()[0]) for w in workers)
-    for w in workers:
-        w.terminate()
-        w.wait()
-    client.close()
+
+    def wait_applied(self, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while conn.execute("SELECT 1 FROM commands WHERE status = 'queued' LIMIT 1").fetchone():
+                if time.monotonic() > deadline:
+                    raise TimeoutError("commands still queued")
+                time.sleep(0.02)
+
+    def latencies_ms(self) -> list[float]:
+        with psycopg.connect(self.url) as conn:
+            rows = conn.execute(
+                "SELECT 1000 * extract(epoch FROM finished_at - accepted_at)::float8 FROM commands ORDER BY 1"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def command(self, i: int) -> dict[str, Any]:
+        return {"id": f"c{i}", "type": "deposit", "account_id": random.choice(self.accounts), "amount": 1,
+                "currency": "USD"}  # fmt: skip
+
+
+def fresh_ledger(pg: Any, redis_url: str, hot: bool, partitions: int) -> Ledger:
+    from shared.db import fix_partitions, make_engine, migrate
+
+    url = pg.create_database(f"bench_{time.time_ns()}")
+    Redis.from_url(redis_url).flushdb()
+    ledger = Ledger(url, redis_url, partitions, ["hot"] if hot else [f"a{i}" for i in range(ACCOUNTS_SPREAD)])
+    settings = ledger.settings()
+    migrate(settings)
+    engine = make_engine(settings, pool_size=1)
+    fix_partitions(engine, partitions)
+    engine.dispose()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO accounts (id, currency, overdraft_limit) SELECT unnest(%s::text[]), 'USD', 0",
+            (ledger.accounts,),
+        )
+    return ledger
+
+
+def submit_in_process(ledger: Ledger, n: int, many: bool) -> tuple[float, float]:
+    """Accepted commands/s and the mean claim round size."""
+    from api.inprocess import LedgerClient
+
+    client = LedgerClient.from_settings(ledger.settings())
+    try:
+        if many:
+            chunks = [list(range(s, min(n, s + MANY))) for s in range(0, n, MANY)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(CONNECTIONS) as pool:
+                list(pool.map(lambda ids: client.submit_many([ledger.command(i) for i in ids]), chunks))
+            per_s = n / (time.perf_counter() - started)
+        else:
+            per_s = timed(n, lambda i: client.submit(ledger.command(i)))
+        rounds = client.ctx.submits
+        return per_s, rounds.items / max(1, rounds.rounds)
+    finally:
+        client.close()
+
+
+def submit_http(ledger: Ledger, n: int) -> tuple[float, float]:
+    from shared.apikeys import create_key
+    from shared.db import make_engine
+
+    engine = make_engine(ledger.settings(), pool_size=1)
+    token, _ = create_key(engine, "write", name="bench")
+    engine.dispose()
+    port = 18_000 + random.randrange(1000)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "api", "--port", str(port), "--workers", str(HTTP_PROCESSES)],
+        env=ledger.env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(port)
+        local = threading.local()
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+        def work(i: int) -> None:
+            if not hasattr(local, "conn"):
+                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            local.conn.request("POST", "/v1/commands", json.dumps(ledger.command(i)), headers)
+            response = local.conn.getresponse()
+            response.read()
+            if response.status != 202:
+                raise RuntimeError(f"HTTP {response.status}")
+
+        return timed(n, work, threads=HTTP_CONNECTIONS), float("nan")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def wait_http(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError("ledgerq api did not start")
+
+
+def ledgerq_run(pg: Any, redis_url: str, n: int, hot: bool, partitions: int, door: str) -> dict[str, float]:
+    ledger = fresh_ledger(pg, redis_url, hot, partitions)
+    workers = ledger.start_workers(list(range(partitions)))
+    redis = Redis.from_url(redis_url)
+    try:
+        time.sleep(1.5)  # let them take their leases
+        calls = redis_calls(redis)
+        with RssSampler([w.pid for w in workers]).sampling() as rss:
+            started = time.perf_counter()
+            if door == "http":
+                accepted_per_s, round_size = submit_http(ledger, n)
+            else:
+                accepted_per_s, round_size = submit_in_process(ledger, n, many=door == "many")
+            ledger.wait_applied()
+            elapsed = time.perf_counter() - started
+        redis_per_command = (redis_calls(redis) - calls) / n
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait()
+    lat = ledger.latencies_ms()
     return {
         "per_s": n / elapsed,
         "accepted_per_s": accepted_per_s,
-        "p50_ms": 1000 * statistics.median(lat),
-        "p99_ms": 1000 * lat[int(len(lat) * 0.99) - 1],
-        "rss_mb": rss_kb / 1024,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": lat[int(len(lat) * 0.99) - 1],
+        "rss_mb": max(rss.samples, default=rss.rss_mb()),
+        "redis_per_command": redis_per_command,
+        "round_size": round_size,
     }
+
+
+def flat_memory(pg: Any, redis_url: str, n: int) -> None:
+    """Queue `n` commands with no worker, then let one worker drain them, sampling its RSS."""
+    from api.inprocess import LedgerClient
+
+    ledger = fresh_ledger(pg, redis_url, hot=False, partitions=1)
+    client = LedgerClient.from_settings(ledger.settings())
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        chunks = [range(s, min(n, s + 1000)) for s in range(0, n, 1000)]
+        list(pool.map(lambda ids: client.submit_many([ledger.command(i) for i in ids]), chunks))
+    queued_s = time.perf_counter() - started
+    redis = Redis.from_url(redis_url)
+    depth = redis.llen("rq:queue:ledgerq-p0")
+    redis_mb = int(redis.info("memory")["used_memory"]) / 2**20
+    client.close()
+    (worker,) = ledger.start_workers([0])
+    started = time.perf_counter()
+    with RssSampler([worker.pid]).sampling() as rss:
+        ledger.wait_applied(timeout_s=1200)
+        drained_s = time.perf_counter() - started
+    worker.terminate()
+    worker.wait()
+    samples = rss.samples
+    print(
+        f"flat memory: {depth} commands queued in {queued_s:.1f} s (Redis used_memory {redis_mb:.0f} MB); "
+        f"one worker drained them in {drained_s:.1f} s ({n / drained_s:.0f}/s); worker RSS MB: "
+        f"first {samples[0]:.0f}, median {statistics.median(samples):.0f}, max {max(samples):.0f}, "
+        f"last {samples[-1]:.0f} ({len(samples)} samples)",
+        flush=True,
+    )
+
+
+HEADER = (
+    f"{'what':<44} {'cmds/s':>8} {'accept/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
+    f"{'redis/cmd':>9} {'round':>6} {'xB':>6} {'xE':>6}"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--commands", type=int, default=5000)
-    parser.add_argument("--rq-commands", type=int, default=1000)
+    parser.add_argument("--commands", type=int, default=20_000, help="per ledgerq run")
+    parser.add_argument("--baseline-commands", type=int, default=5_000, help="per B run")
+    parser.add_argument("--rq-commands", type=int, default=1_000, help="per E run")
     parser.add_argument("--partitions", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--doors", nargs="*", default=["submit", "many", "http"], choices=["submit", "many", "http"])
+    parser.add_argument("--shapes", nargs="*", default=["hot", "spread"], choices=["hot", "spread"])
+    parser.add_argument("--queued", type=int, default=200_000, help="commands for the flat-memory run (0: skip)")
     args = parser.parse_args()
     from shared.embedded import PostgresServer, RedisServer
 
@@ -171,22 +379,33 @@ def main() -> None:
     pg = PostgresServer(root / "pg").start()
     redis = RedisServer(root / "redis").start()
     try:
-        print(f"machine: {os.cpu_count()} cores; postgres fsync on; redis appendfsync always")
-        print(f"{'what':<40} {'cmds/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>7} {'÷B':>6} {'÷E':>6}")
-        for hot in (True, False):
-            shape = "hot account" if hot else f"{ACCOUNTS_SPREAD} accounts"
-            b = baseline_b(pg.url, args.commands, hot)
-            e = baseline_e(pg.url, redis.url, args.rq_commands, hot)
-            print(f"{'B  SELECT FOR UPDATE, ' + shape:<40} {b:>10.0f}")
-            print(f"{'E  stock RQ SimpleWorker, ' + shape:<40} {e:>10.0f}")
-            for partitions in args.partitions:
-                r = ledgerq_run(root, pg, redis.url, args.commands, hot, partitions)
-                label = f"ledgerq in-process P={partitions}, {shape}"
-                print(
-                    f"{label:<40} {r['per_s']:>10.0f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-                    f"{r['rss_mb']:>7.0f} {r['per_s'] / b:>6.2f} {r['per_s'] / e:>6.1f}",
-                    flush=True,
-                )
+        info = Redis.from_url(redis.url).info()
+        print(
+            f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; PostgreSQL fsync=on "
+            f"synchronous_commit=on; Redis {info['redis_version']} appendonly appendfsync always"
+        )
+        print(HEADER)
+        for shape in args.shapes:
+            hot = shape == "hot"
+            label = "hot account" if hot else f"{ACCOUNTS_SPREAD} accounts"
+            b = baseline_b(pg.url, args.baseline_commands, hot)
+            e, e_calls = baseline_e(pg.url, redis.url, args.rq_commands, hot)
+            print(f"{'B  SELECT FOR UPDATE, ' + label:<44} {b:>8.0f}")
+            print(
+                f"{'E  stock RQ SimpleWorker, ' + label:<44} {e:>8.0f} {'':>9} {'':>7} {'':>7} {'':>7} {e_calls:>9.1f}"
+            )
+            for door in args.doors:
+                for partitions in args.partitions:
+                    r = ledgerq_run(pg, redis.url, args.commands, hot, partitions, door)
+                    what = f"ledgerq {door} P={partitions}, {label}"
+                    print(
+                        f"{what:<44} {r['per_s']:>8.0f} {r['accepted_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
+                        f"{r['p99_ms']:>7.1f} {r['rss_mb']:>7.0f} {r['redis_per_command']:>9.1f} "
+                        f"{r['round_size']:>6.1f} {r['per_s'] / b:>6.2f} {r['per_s'] / e:>6.1f}",
+                        flush=True,
+                    )
+        if args.queued:
+            flat_memory(pg, redis.url, args.queued)
     finally:
         redis.stop()
         pg.stop()

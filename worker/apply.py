@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, BIGINT, TEXT, insert
+from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy.dialects.postgresql import insert
 
 from shared.commands import Deposit, Transfer, Withdraw, parse_command
 from shared.errors import Fenced, InvariantViolation
 from shared.routing import world_account
-from shared.schema import FINAL_STATUSES, accounts, commands, entries
+from shared.schema import FINAL_STATUSES, accounts, commands
 from worker import faults
 from worker.rules import AccountState, Applied, Rejected, apply_legs, plan
 
@@ -49,28 +49,35 @@ class _Batch:
     accounts: dict[str, AccountState] = field(default_factory=dict)
 
 
+# Bulk writes take one JSON document each: one parameter to send and parse, one statement per table
+# (all legs of a command in one INSERT), whatever the batch size.
+_INSERT_ENTRIES = text(
+    """
+    INSERT INTO entries (account_id, seq, command_id, amount, balance_after, counterparty)
+    SELECT account_id, seq, command_id, amount, balance_after, counterparty
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS v(account_id text, seq bigint, command_id text, amount bigint, balance_after bigint, counterparty text)
+    """
+)
+
 _UPDATE_ACCOUNTS = text(
     """
     UPDATE accounts AS a SET balance = v.balance, entry_count = v.entry_count, updated_at = now()
-      FROM unnest(:ids, :balances, :counts) AS v(id, balance, entry_count)
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, balance bigint, entry_count bigint)
      WHERE a.id = v.id
     """
-).bindparams(
-    bindparam("ids", type_=ARRAY(TEXT)),
-    bindparam("balances", type_=ARRAY(BIGINT)),
-    bindparam("counts", type_=ARRAY(BIGINT)),
 )
 
 _FINISH_COMMANDS = text(
     """
     UPDATE commands AS c
        SET status = v.status, error_code = v.error_code, error_detail = v.error_detail,
-           result = v.result::jsonb, finished_at = now(), attempts = c.attempts + 1
-      FROM unnest(:ids, :statuses, :codes, :details, :results)
-           AS v(id, status, error_code, error_detail, result)
+           result = v.result, finished_at = clock_timestamp(), attempts = c.attempts + 1
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS v(id text, status text, error_code text, error_detail text, result jsonb)
      WHERE c.id = v.id AND c.status = 'queued'
     """
-).bindparams(*(bindparam(name, type_=ARRAY(TEXT)) for name in ("ids", "statuses", "codes", "details", "results")))
+)
 
 
 def check_epoch(conn: Connection, partition: int, epoch: int) -> None:
@@ -227,29 +234,28 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
 
 def _write(conn: Connection, batch: _Batch) -> None:
     if batch.entry_rows:
-        conn.execute(entries.insert(), batch.entry_rows)
+        conn.execute(_INSERT_ENTRIES, {"rows": json.dumps(batch.entry_rows)})
         touched = sorted({r["account_id"] for r in batch.entry_rows})
-        updated = conn.execute(
-            _UPDATE_ACCOUNTS,
-            {
-                "ids": touched,
-                "balances": [batch.accounts[a].balance for a in touched],
-                "counts": [batch.accounts[a].entry_count for a in touched],
-            },
-        ).rowcount
+        rows = [
+            {"id": a, "balance": batch.accounts[a].balance, "entry_count": batch.accounts[a].entry_count}
+            for a in touched
+        ]
+        updated = conn.execute(_UPDATE_ACCOUNTS, {"rows": json.dumps(rows)}).rowcount
         if updated != len(touched):
             raise InvariantViolation(f"updated {updated} of {len(touched)} account rows")
     if batch.finished:
-        finished = conn.execute(
-            _FINISH_COMMANDS,
+        rows = [
             {
-                "ids": [f.command_id for f in batch.finished],
-                "statuses": [f.status for f in batch.finished],
-                "codes": [f.error_code for f in batch.finished],
-                "details": [f.error_detail for f in batch.finished],
-                "results": [None if f.result is None else json.dumps(f.result) for f in batch.finished],
-            },
-        ).rowcount
+                "id": f.command_id,
+                "status": f.status,
+                "error_code": f.error_code,
+                # Exception text can hold anything; Postgres text cannot hold NUL.
+                "error_detail": None if f.error_detail is None else f.error_detail.replace("\x00", ""),
+                "result": f.result,
+            }
+            for f in batch.finished
+        ]
+        finished = conn.execute(_FINISH_COMMANDS, {"rows": json.dumps(rows)}).rowcount
         if finished != len(batch.finished):
             # Only this partition's fenced owner finishes its commands; anything else is a second writer.
             raise InvariantViolation(f"finished {finished} of {len(batch.finished)} commands")

@@ -35,15 +35,12 @@ class DecodedJob:
     named_command_id: str | None = None  # what a rejected job claimed to be, for re-queueing the genuine one
 
 
-def decode_jobs(redis: Redis, job_ids: list[str], keys: list[str]) -> list[DecodedJob]:
-    with redis.pipeline(transaction=False) as pipe:
-        for jid in job_ids:
-            pipe.hget(f"rq:job:{jid}", "data")
-        raw = pipe.execute()
-    return [_decode(jid, data, keys) for jid, data in zip(job_ids, raw, strict=True)]
+def decode_jobs(job_ids: list[str], data: list[bytes | None], keys: list[str]) -> list[DecodedJob]:
+    """Decode taken jobs from their RQ `data` fields (read by the take script)."""
+    return [decode_job(jid, raw, keys) for jid, raw in zip(job_ids, data, strict=True)]
 
 
-def _decode(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
+def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     if data is None:
         return DecodedJob(jid, None, "job hash is missing")
     try:

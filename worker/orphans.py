@@ -7,12 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 from sqlalchemy import Engine, text
 
-from shared.enqueue import enqueue_command
-from shared.keys import job_key, queue_name
+from shared.enqueue import enqueue_commands
+from shared.keys import job_key
 from shared.settings import Settings
 
 ORPHANS_MAX = 10_000
@@ -51,12 +49,8 @@ def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tupl
         for command_id, _ in claims:
             pipe.hget(job_key(command_id), "status")
         states = pipe.execute()
-    queue = Queue(queue_name(partition), connection=redis, serializer=JSONSerializer)
-    queued = 0
-    for (command_id, payload), state in zip(claims, states, strict=True):
-        if state not in (None, b"failed"):
-            continue
-        if state == b"failed":
-            redis.delete(job_key(command_id))
-        queued += enqueue_command(queue, payload, settings)
-    return queued
+    stale = [job_key(c) for (c, _), state in zip(claims, states, strict=True) if state == b"failed"]
+    if stale:
+        redis.delete(*stale)
+    missing = [(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]
+    return len(enqueue_commands(redis, missing, settings))

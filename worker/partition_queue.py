@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from shared.enqueue import rq_now
 from shared.errors import Fenced
 from shared.keys import inflight_key, lease_key, queue_key, queue_name
 
@@ -31,7 +32,9 @@ while #ids < limit do
   ids[#ids + 1] = id
   redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'started_at', ARGV[3])
 end
-return {recovered, ids}
+local data = {}
+for i, id in ipairs(ids) do data[i] = redis.call('HGET', 'rq:job:' .. id, 'data') end
+return {recovered, ids, data}
 """
 
 _COMPLETE = """
@@ -64,6 +67,7 @@ return n
 class Taken:
     job_ids: list[str]
     recovered: int  # how many came from a previous owner's (or our own) in-flight list
+    data: list[bytes | None]  # each job's RQ `data` field, read in the same script (None: hash missing)
 
 
 class PartitionQueue:
@@ -85,10 +89,10 @@ class PartitionQueue:
 
     def take(self, token: str, limit: int) -> Taken:
         try:
-            recovered, raw = self._take(keys=self._keys_take, args=[token, limit, _iso_now()])
+            recovered, raw, data = self._take(keys=self._keys_take, args=[token, limit, _iso_now()])
         except ResponseError as exc:
             raise _fenced_or(exc, self.partition) from exc
-        return Taken([_text(i) for i in raw], int(recovered))
+        return Taken([_text(i) for i in raw], int(recovered), data)
 
     def wait(self, timeout_s: float) -> None:
         """Block until a job arrives (moving it in flight, where the next `take` finds it first)."""
@@ -124,5 +128,4 @@ def _text(value: bytes | str) -> str:
 
 
 def _iso_now() -> str:
-    # RQ's own timestamp format (rq.utils.utcformat).
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    return rq_now()

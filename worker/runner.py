@@ -30,7 +30,7 @@ from worker.apply import Finished, apply_batch
 from worker.jobs import DecodedJob, decode_jobs, quarantine
 from worker.lease import Lease, bump_epoch, new_token
 from worker.orphans import requeue_commands, requeue_orphans
-from worker.partition_queue import PartitionQueue
+from worker.partition_queue import PartitionQueue, Taken
 
 log = logging.getLogger("ledgerq.worker")
 T = TypeVar("T")
@@ -120,12 +120,13 @@ class PartitionRunner:
                 continue
             if taken.recovered:
                 self.counts["recovered"] += taken.recovered
-            self.process(taken.job_ids)
+            self.process(taken)
 
-    def process(self, job_ids: list[str]) -> list[Finished]:
+    def process(self, taken: Taken) -> list[Finished]:
         """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
         faults.hit("after_take")
-        jobs = decode_jobs(self.redis, job_ids, self.settings.signing_keys())
+        job_ids = taken.job_ids
+        jobs = decode_jobs(job_ids, taken.data, self.settings.signing_keys())
         self._hashes = {j.command_id: j.payload_hash for j in jobs if j.command_id and j.payload_hash}
         command_ids = [j.command_id for j in jobs if j.command_id is not None]
         finished = self._apply(command_ids) if command_ids else []

@@ -14,7 +14,7 @@ from api.body import json_object, validate
 from api.context import Context
 from api.deps import ContextDep, ReadKey, WriteKey
 from api.models import CommandOut, SubmittedOut
-from api.submit import submit
+from api.submit import submit_async
 from shared.apikeys import ApiKey
 from shared.commands import COMMAND_ADAPTER
 from shared.errors import InvalidRequest, NotFound
@@ -58,7 +58,7 @@ async def submit_command(
     for account_id in command.account_ids():
         if not key.covers(account_id):
             raise NotFound(f"account {account_id!r} not found")
-    done = await run_in_threadpool(submit, ctx, command)
+    done = await submit_async(ctx, command)
     shown = client_id(key.prefix, done.id)
     response.headers["Location"] = f"/v1/commands/{shown}"
     if done.replayed:
