@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import RedisStorage
-from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
+from limits.strategies import FixedWindowRateLimiter
 from prometheus_client import CollectorRegistry
 from redis import Redis
 from sqlalchemy import Engine, select
 
 from shared.apikeys import ApiKey, authenticate_many
 from shared.db import check_partitions, make_engine
-from shared.errors import RateLimited
+from shared.errors import LedgerError, RateLimited
 from shared.group_commit import GroupCommit
 from shared.schema import accounts
 from shared.settings import Settings
@@ -37,11 +37,11 @@ class Context:
     # Account id -> currency. Accounts are never deleted and currencies never change, so a hit is final.
     currencies: dict[str, str] = field(default_factory=dict)
     metrics_registry: CollectorRegistry | None = None
-    _limiter: tuple[asyncio.AbstractEventLoop, FixedWindowRateLimiter, RateLimitItem] | None = None
+    _limiter: tuple[FixedWindowRateLimiter, RateLimitItem] | None = None
     # Group commit for submits, audit rows and key lookups: concurrent requests share one round trip.
     submits: GroupCommit[AnyCommand, Outcome] = field(init=False)
     audits: GroupCommit[dict[str, Any], None] = field(init=False)
-    auths: GroupCommit[str, ApiKey | None] = field(init=False)
+    auths: GroupCommit[str, ApiKey | LedgerError | None] = field(init=False)
 
     def __post_init__(self) -> None:
         from api.audit import write_audit_rows  # imported here: both modules import this one
@@ -49,22 +49,29 @@ class Context:
 
         self.submits = GroupCommit(partial(submit_round, self), self.settings.claim_batch_max)
         self.audits = GroupCommit(partial(write_audit_rows, self.engine), self.settings.claim_batch_max)
-        self.auths = GroupCommit(partial(authenticate_many, self.engine), self.settings.claim_batch_max)
+        self.auths = GroupCommit(self.check_keys, self.settings.claim_batch_max)
 
-    async def rate_limit(self, key_id: str) -> None:
-        """Count one request against the key's window (shared by every API process, in Redis)."""
-        limiter, item = self._limiter_for_loop()
-        if not await limiter.hit(item, "ledgerq-key", key_id):
-            reset_s = (await limiter.get_window_stats(item, "ledgerq-key", key_id)).reset_time - time.time()
-            raise RateLimited(f"more than {self.settings.rate_limit} for this key", max(1, math.ceil(reset_s)))
+    def check_keys(self, tokens: list[str]) -> list[ApiKey | LedgerError | None]:
+        """The key-lookup round: resolve every token in one query, then count each key's requests of
+        the round against its rate limit with one `limits` hit (cost = its requests in the round), so
+        a key's requests of one round pass or are refused together."""
+        keys: list[ApiKey | LedgerError | None] = list(authenticate_many(self.engine, tokens))
+        per_key = Counter(k.id for k in keys if isinstance(k, ApiKey))
+        refused: dict[str, RateLimited] = {}
+        limiter, item = self._rate_limiter()
+        for key_id, cost in per_key.items():
+            if not limiter.hit(item, "ledgerq-key", key_id, cost=cost):
+                reset_s = limiter.get_window_stats(item, "ledgerq-key", key_id).reset_time - time.time()
+                refused[key_id] = RateLimited(
+                    f"more than {self.settings.rate_limit} for this key", max(1, math.ceil(reset_s)), key_id
+                )
+        return [refused.get(k.id, k) if isinstance(k, ApiKey) else k for k in keys]
 
-    def _limiter_for_loop(self) -> tuple[FixedWindowRateLimiter, RateLimitItem]:
-        # An asyncio Redis client belongs to the loop that made it: one limiter per running loop.
-        loop = asyncio.get_running_loop()
-        if self._limiter is None or self._limiter[0] is not loop:
-            storage = RedisStorage(f"async+{self.settings.redis_url}", implementation="redispy")
-            self._limiter = (loop, FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
-        return self._limiter[1], self._limiter[2]
+    def _rate_limiter(self) -> tuple[FixedWindowRateLimiter, RateLimitItem]:
+        if self._limiter is None:  # built once, on first use: the limit string is parsed once
+            storage = storage_from_string(self.settings.redis_url)
+            self._limiter = (FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
+        return self._limiter
 
     @classmethod
     def build(cls, settings: Settings) -> Context:

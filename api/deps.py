@@ -9,12 +9,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.context import Context
 from shared.apikeys import ApiKey
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, RateLimited, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:  # async: a plain def would cost a thread hop
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -30,13 +30,15 @@ def _require(scope: str):  # type: ignore[no-untyped-def]
     ) -> ApiKey:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthorized("send `Authorization: Bearer <key>`")
-        (key,) = await ctx.auths.run_async([credentials.credentials])  # shares one query with concurrent requests
+        # One query (and one rate-limit count per key) shared with concurrent requests.
+        (key,) = await ctx.auths.run_async([credentials.credentials])
+        if isinstance(key, RateLimited):
+            request.state.key_id = key.key_id  # the audit row names the key of a refused call too
         if isinstance(key, BaseException):
             raise key
         if key is None:
             raise Unauthorized("unknown or revoked API key")
-        request.state.key_id = key.id  # the audit row names the key even when the call is refused below
-        await ctx.rate_limit(key.id)
+        request.state.key_id = key.id
         if not key.allows(scope):
             raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
         return key

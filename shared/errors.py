@@ -92,9 +92,10 @@ class IdempotencyConflict(Conflict):
 class RateLimited(RequestError):
     code = "rate_limited"
 
-    def __init__(self, detail: str, retry_after_s: int) -> None:
+    def __init__(self, detail: str, retry_after_s: int, key_id: str | None = None) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+        self.key_id = key_id
 
 
 class QueueFull(TransientFault):
