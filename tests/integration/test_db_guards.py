@@ -23,7 +23,10 @@ def seed(conn: Any, balance: int = 0) -> tuple[str, str, str]:
     )
     conn.execute(text("INSERT INTO accounts (id, currency) VALUES (:a, 'USD')"), {"a": account})
     conn.execute(
-        text("INSERT INTO commands (id, payload_hash, type, partition, payload) VALUES (:c, 'h', 'deposit', 0, '{}')"),
+        text(
+            "INSERT INTO commands (id, payload_hash, type, partition, payload) "
+            """VALUES (:c, 'h', 'deposit', 0, '{"currency": "USD"}')"""
+        ),
         {"c": command},
     )
     if balance:
@@ -63,8 +66,55 @@ def test_entries_cannot_be_changed_or_removed(scratch_engine: Any, statement: st
         assert conn.execute(text("SELECT amount FROM entries WHERE account_id = :a"), {"a": account}).scalar() == 100
 
 
-def test_unbalanced_entries_are_refused_at_commit(scratch_engine: Any) -> None:
-    """Invariant 4: a command's legs must sum to zero, checked by a deferred trigger."""
+LEG = (
+    "INSERT INTO entries (account_id, seq, command_id, amount, balance_after, counterparty) "
+    "VALUES (:a, :seq, :c, :n, :n, :w)"
+)
+
+
+def test_legs_split_over_statements_must_each_balance(scratch_engine: Any) -> None:
+    """Invariant 4 for any split of legs: the statement trigger sees one leg alone and refuses it,
+    although a second statement could have balanced it before commit."""
+    with pytest.raises(DBAPIError, match="do not balance"), scratch_engine.begin() as conn:
+        account, world, command = seed(conn)
+        conn.execute(text(LEG), {"a": account, "seq": 1, "c": command, "n": 500, "w": world})
+        conn.execute(text(LEG), {"a": world, "seq": 10**9, "c": command, "n": -500, "w": account})
+
+
+def test_no_legs_for_a_final_command_or_in_another_currency(scratch_engine: Any) -> None:
+    """Balanced legs are still refused once the command is final, or in a currency not the command's."""
+    pair = (
+        "INSERT INTO entries (account_id, seq, command_id, amount, balance_after, counterparty) "
+        "VALUES (:a, :seq, :c, 7, 7, :w), (:w, :wseq, :c, -7, -7, :a)"
+    )
+    with scratch_engine.begin() as conn:
+        account, world, command = seed(conn)
+        conn.execute(text("UPDATE commands SET status = 'rejected', finished_at = now() WHERE id = :c"), {"c": command})
+    with pytest.raises(DBAPIError, match="do not balance"), scratch_engine.begin() as conn:
+        conn.execute(text(pair), {"a": account, "seq": 1, "c": command, "w": world, "wseq": 10**9 + 1})
+    with scratch_engine.begin() as conn:
+        euro, euro_world, euro_command = uid("eur"), "@world:EUR:raw", uid("cmd")
+        conn.execute(text("INSERT INTO accounts (id, currency) VALUES (:a, 'EUR')"), {"a": euro})
+        conn.execute(
+            text("INSERT INTO accounts (id, currency, kind) VALUES (:w, 'EUR', 'system') ON CONFLICT DO NOTHING"),
+            {"w": euro_world},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO commands (id, payload_hash, type, partition, payload) "
+                """VALUES (:c, 'h', 'deposit', 0, '{"currency": "USD"}')"""
+            ),
+            {"c": euro_command},
+        )
+    with pytest.raises(DBAPIError, match="do not balance"), scratch_engine.begin() as conn:
+        conn.execute(text(pair), {"a": euro, "seq": 1, "c": euro_command, "w": euro_world, "wseq": 10**9 + 2})
+    with scratch_engine.begin() as conn:  # the same pair in the command's currency is accepted
+        conn.execute(text('UPDATE commands SET payload = \'{"currency": "EUR"}\' WHERE id = :c'), {"c": euro_command})
+        conn.execute(text(pair), {"a": euro, "seq": 1, "c": euro_command, "w": euro_world, "wseq": 10**9 + 3})
+
+
+def test_unbalanced_entries_are_refused(scratch_engine: Any) -> None:
+    """Invariant 4: a command's legs must sum to zero, checked per INSERT statement by a trigger."""
     with pytest.raises(DBAPIError, match="do not balance"), scratch_engine.begin() as conn:
         account, world, command = seed(conn)
         conn.execute(
