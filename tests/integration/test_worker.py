@@ -138,6 +138,7 @@ def test_a_second_worker_waits_while_the_first_owns_the_partition(ctx: Context) 
 def test_a_dead_owners_inflight_batch_is_applied_first_and_in_order(ctx: Context, client: LedgerClient) -> None:
     """Recovery: jobs taken by an owner that died are re-applied before newer ones, in queue order."""
     partition = 0
+    run_until_idle(runner(ctx.settings, ctx, partition), partition)  # other tests may have left jobs queued
     account = account_on(ctx, partition)
     ids = [deposit(client, account, n) for n in range(1, 7)]
     redis = Redis.from_url(ctx.settings.redis_url)
