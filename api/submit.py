@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from api.context import Context
-from shared.commands import Deposit, Transfer, Withdraw
+from shared.commands import Deposit, Transfer, Withdraw, payload_hash
 from shared.enqueue import enqueue_commands
 from shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from shared.keys import queue_key
@@ -116,8 +116,8 @@ def _claim_and_enqueue(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
     todo = [i for i, o in enumerate(outcomes) if o is None]
     if not todo:
         return outcomes  # type: ignore[return-value]
-    hashes = {i: batch[i].payload_hash() for i in todo}
     payloads = {i: batch[i].payload() for i in todo}
+    hashes = {i: payload_hash(payloads[i]) for i in todo}  # the payload is built once per command
     with ctx.engine.begin() as conn:
         claimed, existing = _claim(conn, batch, todo, hashes, payloads, partitions)
     to_enqueue: list[tuple[int, dict[str, Any]]] = []
