@@ -22,26 +22,33 @@ async def get_context(request: Request) -> Context:  # async: a plain def would 
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
+async def authorize(request: Request, ctx: Context, scope: str) -> ApiKey:
+    """The live key of `Authorization: Bearer <key>` with at least `scope`, or the 401/403/429 error.
+
+    The key lookup (and its rate-limit count) shares one query with concurrent requests."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("send `Authorization: Bearer <key>`")
+    (key,) = await ctx.auths.run_async([token])
+    if isinstance(key, RateLimited):
+        request.state.key_id = key.key_id  # the audit row names the key of a refused call too
+    if isinstance(key, BaseException):
+        raise key
+    if key is None:
+        raise Unauthorized("unknown or revoked API key")
+    request.state.key_id = key.id
+    if not key.allows(scope):
+        raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
+    return key
+
+
 def _require(scope: str):  # type: ignore[no-untyped-def]
     async def dependency(
         request: Request,
         ctx: ContextDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],  # documents the scheme
     ) -> ApiKey:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthorized("send `Authorization: Bearer <key>`")
-        # One query (and one rate-limit count per key) shared with concurrent requests.
-        (key,) = await ctx.auths.run_async([credentials.credentials])
-        if isinstance(key, RateLimited):
-            request.state.key_id = key.key_id  # the audit row names the key of a refused call too
-        if isinstance(key, BaseException):
-            raise key
-        if key is None:
-            raise Unauthorized("unknown or revoked API key")
-        request.state.key_id = key.id
-        if not key.allows(scope):
-            raise Forbidden(f"this key has scope {key.scope!r}; {scope!r} is needed")
-        return key
+        return await authorize(request, ctx, scope)
 
     return dependency
 
