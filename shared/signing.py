@@ -18,10 +18,19 @@ from shared.commands import canonical_json
 
 
 def sign(payload: dict[str, Any], key: str) -> str:
-    return hmac.new(key.encode(), canonical_json(payload).encode(), hashlib.sha256).hexdigest()
+    return sign_canonical(canonical_json(payload).encode(), key)
+
+
+def sign_canonical(canonical: bytes, key: str) -> str:
+    return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
 
 
 def verify(payload: dict[str, Any], signature: object, keys: list[str]) -> bool:
+    return verify_canonical(canonical_json(payload).encode(), signature, keys)
+
+
+def verify_canonical(canonical: bytes, signature: object, keys: list[str]) -> bool:
+    """`verify` for a payload already in canonical JSON (the worker hashes the same bytes)."""
     if not isinstance(signature, str):
         return False
-    return any(hmac.compare_digest(sign(payload, key), signature) for key in keys)
+    return any(hmac.compare_digest(sign_canonical(canonical, key), signature) for key in keys)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, Engine, any_, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 
 from shared.commands import Deposit, Transfer, Withdraw, parse_command
 from shared.errors import Fenced, InvariantViolation
@@ -120,7 +120,7 @@ def apply_batch(
                     commands.c.error_detail,
                     commands.c.result,
                     commands.c.payload_hash,
-                ).where(commands.c.id.in_(command_ids))
+                ).where(commands.c.id == any_(bindparam("ids", command_ids, type_=ARRAY(TEXT))))
             )
         }
         pending: list[tuple[str, AnyCommand | str]] = []
@@ -210,6 +210,8 @@ def _record(batch: _Batch, command_id: str, states: dict[str, AccountState], out
     return {"entries": legs}
 
 
+# Both lookups take one array parameter (`= ANY`), not an IN list: the statement text stays the same
+# whatever the batch size, so it is compiled and parsed once.
 def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, AccountState]:
     if not account_ids:
         return {}
@@ -222,7 +224,7 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
             accounts.c.entry_count,
             accounts.c.kind,
         )
-        .where(accounts.c.id.in_(account_ids))
+        .where(accounts.c.id == any_(bindparam("ids", account_ids, type_=ARRAY(TEXT))))
         .order_by(accounts.c.id)
         .with_for_update()
     )

@@ -8,6 +8,7 @@ is the one Postgres stored when the API claimed the id.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -15,9 +16,9 @@ from typing import Any
 
 from redis import Redis
 
-from shared.commands import payload_hash
+from shared.commands import canonical_json
 from shared.keys import JOB_FUNC, job_id
-from shared.signing import verify
+from shared.signing import verify_canonical
 
 
 def apply_command(command: dict[str, Any]) -> None:
@@ -55,9 +56,12 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
         return DecodedJob(jid, None, f"job names {func_name!r}, not {JOB_FUNC}", named_command_id=named)
     if named is None or job_id(named) != jid:
         return DecodedJob(jid, None, "job id does not match its command id")
-    if not isinstance(payload, dict) or not verify(payload, signature, keys):
+    if not isinstance(payload, dict):
         return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
-    return DecodedJob(jid, named, payload_hash=payload_hash(payload))
+    canonical = canonical_json(payload).encode()  # signed and hashed: built once
+    if not verify_canonical(canonical, signature, keys):
+        return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
+    return DecodedJob(jid, named, payload_hash=hashlib.sha256(canonical).hexdigest())
 
 
 QUARANTINE_KEY = "ledgerq:quarantine"

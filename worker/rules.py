@@ -7,7 +7,7 @@ locks the rows, calls `plan` per command in queue order, and writes the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from shared.commands import AMOUNT_MAX, Deposit, Transfer, Withdraw
 from shared.errors import CurrencyMismatch, InsufficientFunds, InvariantViolation, Rejection, UnknownAccount
@@ -25,7 +25,10 @@ class AccountState:
     is_system: bool = False
 
     def credited(self, amount: int) -> AccountState:
-        return replace(self, balance=self.balance + amount, entry_count=self.entry_count + 1)
+        # The constructor, not dataclasses.replace: this runs twice per applied command.
+        return AccountState(
+            self.id, self.currency, self.balance + amount, self.overdraft_limit, self.entry_count + 1, self.is_system
+        )
 
 
 @dataclass(frozen=True, slots=True)
