@@ -45,11 +45,11 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     if data is None:
         return DecodedJob(jid, None, "job hash is missing")
     try:
-        func_name, _instance, _args, kwargs = json.loads(zlib.decompress(data))
+        func_name, _instance, _args, kwargs = json.loads(_uncompressed(data))
         payload = kwargs["command"]
         command_id = payload["id"]
         signature = kwargs.get("signature")
-    except (zlib.error, ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         return DecodedJob(jid, None, f"job data is not a ledgerq job: {type(exc).__name__}")
     named = command_id if isinstance(command_id, str) else None
     if func_name != JOB_FUNC:
@@ -62,6 +62,14 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     if not verify_canonical(canonical, signature, keys):
         return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
     return DecodedJob(jid, named, payload_hash=hashlib.sha256(canonical).hexdigest())
+
+
+def _uncompressed(data: bytes) -> bytes:
+    """RQ's rule (`Job.restore`): zlib-compressed job data, or else the raw bytes."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
 
 
 QUARANTINE_KEY = "ledgerq:quarantine"
