@@ -26,6 +26,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Generic, TypeVar
 
 In = TypeVar("In")
@@ -33,13 +34,14 @@ Out = TypeVar("Out")
 
 
 class _Ticket(Generic[In, Out]):
-    __slots__ = ("done", "item", "on_done", "result")
+    __slots__ = ("done", "item", "loop", "on_done", "result")
 
     def __init__(self, item: In) -> None:
         self.item = item
         self.result: Out | BaseException | None = None
         self.done = False
-        self.on_done: Callable[[], None] | None = None
+        self.on_done: Callable[[], None] | None = None  # run on `loop` once the ticket is done
+        self.loop: asyncio.AbstractEventLoop | None = None
 
 
 class GroupCommit(Generic[In, Out]):
@@ -84,7 +86,7 @@ class GroupCommit(Generic[In, Out]):
             if not finished.done():
                 finished.set_result(None)
 
-        tickets[-1].on_done = lambda: _call_soon(loop, wake)
+        tickets[-1].on_done, tickets[-1].loop = wake, loop
         with self._cond:
             self._pending.extend(tickets)
             if not self._flushing:
@@ -137,11 +139,14 @@ class GroupCommit(Generic[In, Out]):
                 self._pending[:0] = batch
                 self._hand_off()
             raise
+        wakes: dict[asyncio.AbstractEventLoop, list[Callable[[], None]]] = {}
         for ticket, result in zip(batch, results, strict=True):
             ticket.result = result
             ticket.done = True
-            if ticket.on_done is not None:
-                ticket.on_done()
+            if ticket.on_done is not None and ticket.loop is not None:
+                wakes.setdefault(ticket.loop, []).append(ticket.on_done)
+        for loop, callbacks in wakes.items():  # one cross-thread wake-up per loop and round, not per caller
+            _call_soon(loop, partial(_run_all, callbacks))
         with self._cond:
             self._cond.notify_all()
         return True
@@ -150,6 +155,11 @@ class GroupCommit(Generic[In, Out]):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="group-commit")
         return self._executor
+
+
+def _run_all(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        callback()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
