@@ -111,3 +111,12 @@ def test_every_mutating_call_is_audited(http: TestClient, keys: dict[str, str]) 
         http.get("/v1/audit", params={"limit": 0}, headers={"Authorization": f"Bearer {keys['admin']}"}).status_code
         == 400
     )
+
+
+def test_a_nul_in_the_path_is_audited_without_failing_the_round(http: TestClient, keys: dict[str, str]) -> None:
+    """Audit rows of concurrent requests share one statement: a path Postgres text cannot hold is cleaned,
+    so it cannot cost its neighbours their rows."""
+    answer = http.post("/v1/commands/%00x", json={}, headers={"X-Request-Id": "req-audit-nul"})
+    assert answer.status_code in (401, 404, 405)
+    rows = {r["request_id"]: r for r in audit_rows(http, keys["admin"])}
+    assert rows["req-audit-nul"]["path"] == "/v1/commands/x"
