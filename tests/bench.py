@@ -8,7 +8,8 @@ Starts private PostgreSQL (fsync on, synchronous commit) and Redis (AOF appendfs
 - ledgerq end to end (accepted -> applied), P worker processes, through
   - the in-process client, one command per call from 16 threads (`submit`),
   - the in-process client, 100 commands per call from 16 threads (`submit_many`),
-  - HTTP: `ledgerq api` (uvicorn, 2 processes) with 64 keep-alive connections, one command per request;
+  - HTTP: `ledgerq api` (uvicorn, 2 processes) with 64 keep-alive connections (an asyncio load generator),
+    one command per request;
 each on one hot account and on 10,000 accounts. Ratios are against B and E measured in the same run.
 Then (`--queued`) the flat-memory run: N commands queued with no worker, then one worker drains them
 while its RSS is sampled.
@@ -17,6 +18,7 @@ while its RSS is sampled.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import logging
@@ -260,22 +262,36 @@ def submit_http(ledger: Ledger, n: int) -> tuple[float, float]:
     )
     try:
         wait_http(port)
-        local = threading.local()
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-        def work(i: int) -> None:
-            if not hasattr(local, "conn"):
-                local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            local.conn.request("POST", "/v1/commands", json.dumps(ledger.command(i)), headers)
-            response = local.conn.getresponse()
-            response.read()
-            if response.status != 202:
-                raise RuntimeError(f"HTTP {response.status}")
-
-        return timed(n, work, threads=HTTP_CONNECTIONS), float("nan")
+        started = time.perf_counter()
+        asyncio.run(post_all(port, token, [json.dumps(ledger.command(i)).encode() for i in range(n)]))
+        return n / (time.perf_counter() - started), float("nan")
     finally:
         server.terminate()
         server.wait()
+
+
+async def post_all(port: int, token: str, bodies: list[bytes]) -> None:
+    """A lean load generator (asyncio, keep-alive, one request in flight per connection), so the
+    client's own CPU takes as little as possible from the two cores the server side shares."""
+    queue = iter(bodies)
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for body in queue:
+            writer.write(
+                b"POST /v1/commands HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            if status != 202:
+                raise RuntimeError(f"HTTP {status}")
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(HTTP_CONNECTIONS)))
 
 
 def wait_http(port: int) -> None:
