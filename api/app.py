@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from api import problems
 from api.audit import AuditMiddleware
@@ -35,6 +36,10 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         app.state.ctx = context
     problems.install(app)
     app.add_middleware(AuditMiddleware)
+    # The hottest route is served by a plain Starlette route ahead of FastAPI's router (same
+    # function, same exception handlers; FastAPI's routing and dependency layers were a fifth of a
+    # submit's CPU). The FastAPI route of the same function stays: it is what OpenAPI documents.
+    app.router.routes.insert(0, Route("/v1/commands", commands.submit_command, methods=["POST"]))
     app.include_router(accounts.router)
     app.include_router(commands.router)
     app.include_router(ops.router)
