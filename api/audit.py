@@ -20,11 +20,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.body import BODY_BYTES_MAX
+from shared.logs import REQUEST_ID
 
 log = logging.getLogger("ledgerq.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class AuditMiddleware:
@@ -37,8 +38,9 @@ class AuditMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         asked = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = asked if REQUEST_ID.match(asked) else secrets.token_hex(16)
+        request_id = asked if REQUEST_ID_SHAPE.match(asked) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
+        REQUEST_ID.set(request_id)  # every log line of this request carries it
         if scope["method"] not in MUTATING:
             await self.app(scope, receive, _with_request_id(send, request_id))
             return

@@ -9,8 +9,8 @@ from shared.errors import ConfigurationError
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="LEDGERQ_API_HOST")
+@click.option("--port", type=int, default=8000, show_default=True, envvar="LEDGERQ_API_PORT")
 @click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes")
 def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
@@ -18,8 +18,16 @@ def api(host: str, port: int, workers: int) -> None:
 
     try:
         if workers == 1:
-            uvicorn.run(create_app(), host=host, port=port, log_level="info", access_log=False)
+            uvicorn.run(create_app(), host=host, port=port, log_config=None, access_log=False)
         else:
-            uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, access_log=False)
+            uvicorn.run(
+                "api.app:create_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+                access_log=False,
+            )
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -24,7 +24,7 @@ from shared.schema import accounts
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from api.submit import AnyCommand, Outcome
+    from api.submit import Outcome, Submission
 
 ACCOUNT_CACHE_MAX = 100_000
 
@@ -39,7 +39,7 @@ class Context:
     metrics_registry: CollectorRegistry | None = None
     _limiter: tuple[FixedWindowRateLimiter, RateLimitItem] | None = None
     # Group commit for submits, audit rows and key lookups: concurrent requests share one round trip.
-    submits: GroupCommit[AnyCommand, Outcome] = field(init=False)
+    submits: GroupCommit[Submission, Outcome] = field(init=False)
     audits: GroupCommit[dict[str, Any], None] = field(init=False)
     auths: GroupCommit[str, ApiKey | LedgerError | None] = field(init=False)
 

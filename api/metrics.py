@@ -1,4 +1,7 @@
-"""Prometheus metrics (first version): per-partition queue depth, lag and ownership, read at scrape time."""
+"""The API's Prometheus metrics: the cluster as Redis and Postgres see it, per partition, read at scrape time.
+
+Queue depth, in flight, oldest-job age and the lease owner come from Redis; commands by status from
+Postgres. Each worker serves its own counters and histograms (`worker.metrics`)."""
 
 from __future__ import annotations
 
@@ -28,10 +31,17 @@ class PartitionCollector(Collector):
             "ledgerq_inflight", "Commands taken by the owner, not yet completed", labels=["partition"]
         )
         lag = GaugeMetricFamily(
-            "ledgerq_queue_lag_seconds", "Age of the oldest unfinished command", labels=["partition"]
+            "ledgerq_queue_lag_seconds",
+            "Age of the oldest unfinished job (in flight, else the queue's head); 0 when empty",
+            labels=["partition"],
         )
         owned = GaugeMetricFamily(
             "ledgerq_partition_owned", "1 if a worker holds the partition's lease", labels=["partition"]
+        )
+        owner = GaugeMetricFamily(
+            "ledgerq_partition_owner",
+            "1 for the worker (host:pid:token) holding the partition's lease",
+            labels=["partition", "owner"],
         )
         for state in partition_states(self.ctx.redis, self.ctx.settings.partitions):
             label = [str(state.partition)]
@@ -39,6 +49,8 @@ class PartitionCollector(Collector):
             inflight.add_metric(label, state.inflight)
             lag.add_metric(label, state.oldest_age_s or 0.0)
             owned.add_metric(label, 1.0 if state.owner else 0.0)
+            if state.owner:
+                owner.add_metric([*label, state.owner], 1.0)
         commands = GaugeMetricFamily(
             "ledgerq_commands",
             "Commands by partition and status (failed counts poison commands)",
@@ -48,7 +60,7 @@ class PartitionCollector(Collector):
         for partition in range(self.ctx.settings.partitions):
             for status in COMMAND_STATUSES:
                 commands.add_metric([str(partition), status], counts.get((partition, status), 0))
-        yield from (depth, inflight, lag, owned, commands)
+        yield from (depth, inflight, lag, owned, owner, commands)
 
 
 def registry_for(ctx: Context) -> CollectorRegistry:

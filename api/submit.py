@@ -21,19 +21,26 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from api.context import Context
 from shared.commands import Deposit, Transfer, Withdraw, payload_hash
-from shared.enqueue import enqueue_commands
+from shared.enqueue import Claim, enqueue_commands
 from shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from shared.keys import queue_key
 from shared.routing import partition_for
 
 AnyCommand = Deposit | Withdraw | Transfer
+
+
+class Submission(NamedTuple):
+    """One command in a round, with the id of the HTTP request that sent it (for the worker's logs)."""
+
+    command: AnyCommand
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +71,17 @@ _EXISTING = text(
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
 
 
-def submit(ctx: Context, command: AnyCommand) -> Submitted:
+def submit(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
     """Submit one command (sharing a round with concurrent callers); raises its `LedgerError`."""
-    (outcome,) = ctx.submits.run([command])
+    (outcome,) = ctx.submits.run([Submission(command, request_id)])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 
 
-async def submit_async(ctx: Context, command: AnyCommand) -> Submitted:
+async def submit_async(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
     """`submit` for the event loop: waits for its round without holding a thread."""
-    (outcome,) = await ctx.submits.run_async([command])
+    (outcome,) = await ctx.submits.run_async([Submission(command, request_id)])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -85,19 +92,19 @@ def submit_many(ctx: Context, batch: Sequence[AnyCommand]) -> list[Outcome]:
 
     A dependency failure (Postgres or Redis away) still raises: no outcome is known for any of them.
     """
-    outcomes = ctx.submits.run(list(batch))
+    outcomes = ctx.submits.run([Submission(command) for command in batch])
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, LedgerError):
             raise outcome
     return outcomes  # type: ignore[return-value]
 
 
-def submit_round(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
+def submit_round(ctx: Context, batch: list[Submission]) -> list[Outcome]:
     """The group-commit flush: ids repeated within the round are handled in later sub-rounds."""
     outcomes: list[Outcome | None] = [None] * len(batch)
     rounds: list[list[int]] = []
     seen: dict[str, int] = {}
-    for index, command in enumerate(batch):
+    for index, (command, _) in enumerate(batch):
         nth = seen.get(command.id, 0)
         seen[command.id] = nth + 1
         if nth == len(rounds):
@@ -109,7 +116,8 @@ def submit_round(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
     return outcomes  # type: ignore[return-value]
 
 
-def _claim_and_enqueue(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
+def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outcome]:
+    batch = [s.command for s in submissions]
     outcomes: list[Outcome | None] = list(_check_accounts(ctx, batch))
     partitions = [partition_for(c.routing_account, ctx.settings.partitions) for c in batch]
     _check_depth(ctx, partitions, outcomes)
@@ -120,12 +128,12 @@ def _claim_and_enqueue(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
     hashes = {i: payload_hash(payloads[i]) for i in todo}  # the payload is built once per command
     with ctx.engine.begin() as conn:
         claimed, existing = _claim(conn, batch, todo, hashes, payloads, partitions)
-    to_enqueue: list[tuple[int, dict[str, Any]]] = []
+    to_enqueue: list[Claim] = []
     for i in todo:
         command_id = batch[i].id
         if command_id in claimed:
             outcomes[i] = Submitted(command_id, "queued", partitions[i], False, claimed[command_id])
-            to_enqueue.append((partitions[i], payloads[i]))
+            to_enqueue.append(Claim(partitions[i], payloads[i], submissions[i].request_id))
             continue
         row = existing[command_id]
         if row.payload_hash != hashes[i]:
@@ -133,7 +141,7 @@ def _claim_and_enqueue(ctx: Context, batch: list[AnyCommand]) -> list[Outcome]:
             continue
         outcomes[i] = Submitted(command_id, row.status, row.partition, True, row.accepted_at)
         if row.status == "queued":
-            to_enqueue.append((row.partition, payloads[i]))
+            to_enqueue.append(Claim(row.partition, payloads[i], submissions[i].request_id))
     enqueue_commands(ctx.redis, to_enqueue, ctx.settings)
     return outcomes  # type: ignore[return-value]
 

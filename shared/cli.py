@@ -4,13 +4,13 @@ module imports neither, keeping dependencies one-way (api → shared ← worker)
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
 
 import click
 
 from shared.errors import ConfigurationError
+from shared.logs import configure_logging
 from shared.settings import Settings
 
 LAZY = {"api": "api.cli:api", "worker": "worker.cli:worker"}
@@ -30,11 +30,17 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.option("--log-level", default="INFO", show_default=True, envvar="LEDGERQ_LOG_LEVEL")
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    envvar="LEDGERQ_LOG_FORMAT",
+    help="auto: text on a terminal, JSON lines otherwise",
+)
+def cli(log_level: str, log_format: str) -> None:
     """ledgerq: ordered, exactly-once balance commands over a double-entry ledger."""
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(log_level, log_format)
 
 
 def _engine(settings: Settings):  # type: ignore[no-untyped-def]

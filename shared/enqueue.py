@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis import Redis
 
@@ -75,15 +75,26 @@ return pushed
 """
 
 
-def job_fields(payload: dict[str, Any], partition: int, settings: Settings, now: str) -> list[str | bytes | int]:
+class Claim(NamedTuple):
+    """A claimed command to enqueue; the request id rides along (unsigned) for the worker's log lines."""
+
+    partition: int
+    payload: dict[str, Any]
+    request_id: str | None = None
+
+
+def job_fields(claim: Claim, settings: Settings, now: str) -> list[str | bytes | int]:
     """The RQ job hash for one command, values in `FIELDS` order."""
+    payload = claim.payload
     kwargs = {"command": payload, "signature": sign(payload, settings.signing_keys()[0])}
+    if claim.request_id:
+        kwargs["request_id"] = claim.request_id
     # Not compressed: zlib's set-up alone cost ~10 µs per job on these small payloads; RQ reads
     # uncompressed job data too (`Job.restore` falls back to the raw bytes), and so does the worker.
     data = json.dumps([JOB_FUNC, None, [], kwargs]).encode()
     return [
         data,
-        queue_name(partition),
+        queue_name(claim.partition),
         f"{payload['type']} {payload['id']}",
         "queued",
         now,
@@ -94,14 +105,14 @@ def job_fields(payload: dict[str, Any], partition: int, settings: Settings, now:
     ]
 
 
-def enqueue_commands(redis: Redis, claims: Sequence[tuple[int, dict[str, Any]]], settings: Settings) -> set[str]:
+def enqueue_commands(redis: Redis, claims: Sequence[Claim], settings: Settings) -> set[str]:
     """Enqueue each (partition, payload) unless its job exists; one round trip. Returns the job ids queued."""
     if not claims:
         return set()
     now = rq_now()
     args: list[str | bytes | int] = [len(FIELDS), *FIELDS]
-    for partition, payload in claims:
-        args += [job_id(payload["id"]), queue_name(partition), *job_fields(payload, partition, settings, now)]
+    for claim in claims:
+        args += [job_id(claim.payload["id"]), queue_name(claim.partition), *job_fields(claim, settings, now)]
     pushed = redis.register_script(_ENQUEUE)(args=args)  # EVALSHA, loading the script on first use
     return {p.decode() if isinstance(p, bytes) else p for p in pushed}
 

@@ -33,3 +33,7 @@ def job_id(command_id: str) -> str:
 
 def job_key(command_id: str) -> str:
     return f"rq:job:{job_id(command_id)}"
+
+
+WORKERS_KEY = "ledgerq:workers"
+"""Sorted set of live `ledgerq worker` processes in claim mode, scored by when their heartbeat lapses (ms)."""

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     queue_depth_max: int = Field(default=1_000_000, ge=1)
     # Per API key, in the `limits` notation ("N/second", "N/minute").
     rate_limit: str = "5000/second"
+    # Where a worker's `--metrics-port` listens; 0.0.0.0 in a container so Prometheus can reach it.
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("signing_key")
     @classmethod

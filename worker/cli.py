@@ -16,17 +16,23 @@ from shared.settings import Settings
     "partitions",
     type=int,
     multiple=True,
-    help="a partition to own (repeatable); none: contend for every partition",
+    help="a partition to own (repeatable); none: claim a share of the partitions with the other live workers",
 )
-def worker(partitions: tuple[int, ...]) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    envvar="LEDGERQ_METRICS_PORT",
+    help="serve this worker's Prometheus metrics on this port (host: LEDGERQ_METRICS_HOST)",
+)
+def worker(partitions: tuple[int, ...], metrics_port: int | None) -> None:
     """Own partitions by lease and apply their commands in order."""
     from worker.main import install_signal_handlers, run_worker
 
     settings = Settings()
     stop = threading.Event()
     install_signal_handlers(stop)
-    chosen = list(partitions) or list(range(settings.partitions))
     try:
-        run_worker(settings, chosen, stop)
+        run_worker(settings, list(partitions) or None, stop, metrics_port)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc

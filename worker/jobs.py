@@ -34,6 +34,7 @@ class DecodedJob:
     problem: str | None = None  # why the job cannot be applied
     payload_hash: str | None = None  # of the signed payload; must equal the claim's in Postgres
     named_command_id: str | None = None  # what a rejected job claimed to be, for re-queueing the genuine one
+    request_id: str | None = None  # of the HTTP request that submitted it; for log lines only (not signed)
 
 
 def decode_jobs(job_ids: list[str], data: list[bytes | None], keys: list[str]) -> list[DecodedJob]:
@@ -49,6 +50,7 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
         payload = kwargs["command"]
         command_id = payload["id"]
         signature = kwargs.get("signature")
+        request_id = kwargs.get("request_id")
     except (ValueError, TypeError, KeyError) as exc:
         return DecodedJob(jid, None, f"job data is not a ledgerq job: {type(exc).__name__}")
     named = command_id if isinstance(command_id, str) else None
@@ -61,7 +63,12 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     canonical = canonical_json(payload).encode()  # signed and hashed: built once
     if not verify_canonical(canonical, signature, keys):
         return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
-    return DecodedJob(jid, named, payload_hash=hashlib.sha256(canonical).hexdigest())
+    return DecodedJob(
+        jid,
+        named,
+        payload_hash=hashlib.sha256(canonical).hexdigest(),
+        request_id=request_id[:64] if isinstance(request_id, str) else None,
+    )
 
 
 def _uncompressed(data: bytes) -> bytes:

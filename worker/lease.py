@@ -66,7 +66,7 @@ class Lease:
         a `kill -9` + restart under a supervisor into a takeover in milliseconds, not a lease TTL.
         """
         holder = self.holder()
-        if holder is None or not _dead_here(holder):
+        if holder is None or not dead_here(holder):
             return False
         return bool(self.redis.eval(_TAKE_OVER, 1, self.key, holder, self.token, self.ttl_ms))
 
@@ -96,7 +96,8 @@ def bump_epoch(engine: Engine, partition: int, owner: str) -> int:
     return int(epoch)
 
 
-def _dead_here(token: str) -> bool:
+def dead_here(token: str) -> bool:
+    """Whether the token names a process on this host that no longer exists."""
     parts = token.split(":")
     if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False

@@ -9,7 +9,7 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, text
 
-from shared.enqueue import enqueue_commands
+from shared.enqueue import Claim, enqueue_commands
 from shared.keys import job_key
 from shared.settings import Settings
 
@@ -52,5 +52,5 @@ def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tupl
     stale = [job_key(c) for (c, _), state in zip(claims, states, strict=True) if state == b"failed"]
     if stale:
         redis.delete(*stale)
-    missing = [(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]
+    missing = [Claim(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]
     return len(enqueue_commands(redis, missing, settings))

@@ -29,6 +29,7 @@ from worker import faults
 from worker.apply import Finished, apply_batch
 from worker.jobs import DecodedJob, decode_jobs, quarantine
 from worker.lease import Lease, bump_epoch, new_token
+from worker.metrics import WorkerMetrics
 from worker.orphans import requeue_commands, requeue_orphans
 from worker.partition_queue import PartitionQueue, Taken
 
@@ -57,8 +58,18 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class PartitionRunner:
-    def __init__(self, partition: int, settings: Settings, engine: Engine, redis: Redis, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        partition: int,
+        settings: Settings,
+        engine: Engine,
+        redis: Redis,
+        stop: threading.Event,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.partition = partition
+        self.metrics = metrics or WorkerMetrics()
+        self._label = str(partition)
         self.settings = settings
         self.engine = engine
         self.redis = redis
@@ -104,6 +115,8 @@ class PartitionRunner:
         self._renewed_at = time.monotonic()
         self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
         self.counts["acquired"] += 1
+        self.metrics.lease_held.labels(self._label).set(1)
+        self.metrics.lease_epoch.labels(self._label).set(self.epoch)
         log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)
         orphans = self._with_backoff(partial(requeue_orphans, self.engine, self.redis, self.partition, self.settings))
         if orphans:
@@ -129,7 +142,10 @@ class PartitionRunner:
         jobs = decode_jobs(job_ids, taken.data, self.settings.signing_keys())
         self._hashes = {j.command_id: j.payload_hash for j in jobs if j.command_id and j.payload_hash}
         command_ids = [j.command_id for j in jobs if j.command_id is not None]
+        self.metrics.batch_size.labels(self._label).observe(len(job_ids))
+        started = time.perf_counter()
         finished = self._apply(command_ids) if command_ids else []
+        self.metrics.apply_seconds.labels(self._label).observe(time.perf_counter() - started)
         faults.hit("after_commit")
         self._complete(jobs, finished, len(job_ids))
         return finished
@@ -140,6 +156,7 @@ class PartitionRunner:
         )
 
     def _release(self) -> None:
+        self.metrics.lease_held.labels(self._label).set(0)
         # If Redis is away the lease lapses by itself after lease_ttl_ms.
         with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
             self.lease.release()
@@ -185,11 +202,14 @@ class PartitionRunner:
                 reason = job.problem or "no matching claim in Postgres"
                 log.error("partition %s: job %s quarantined: %s", self.partition, job.job_id, reason)
                 self.counts["bad_jobs"] += 1
+                self.metrics.quarantined.labels(self._label).inc()
                 quarantined.append((job, reason))
                 done.append((job.job_id, "failed"))
                 continue
             if not outcome.replayed:
                 self.counts[outcome.status] += 1
+            self.metrics.commands.labels(self._label, "replayed" if outcome.replayed else outcome.status).inc()
+            self._log_outcome(job, outcome)
             done.append((job.job_id, "failed" if outcome.status == "failed" else "finished"))
         self._with_backoff(lambda: self.queue.complete(self.lease.token, done, taken))
         if quarantined:
@@ -203,6 +223,27 @@ class PartitionRunner:
             )
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _log_outcome(self, job: DecodedJob, outcome: Finished) -> None:
+        # Applied is the common case: DEBUG keeps the hot path cheap; rejections and failures always show.
+        level = {"applied": logging.DEBUG, "rejected": logging.INFO}.get(outcome.status, logging.ERROR)
+        if not log.isEnabledFor(level):
+            return
+        log.log(
+            level,
+            "command %s %s%s",
+            outcome.command_id,
+            outcome.status,
+            f" ({outcome.error_code})" if outcome.error_code else "",
+            extra={
+                "partition": self.partition,
+                "command_id": outcome.command_id,
+                "status": outcome.status,
+                "code": outcome.error_code,
+                "replayed": outcome.replayed,
+                "request_id": job.request_id,
+            },
+        )
 
     def _renew_if_due(self) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from shared.keys import job_key
 from shared.schema import FINAL_STATUSES, commands
 from shared.scoping import client_id, scoped_id
 
+log = logging.getLogger("ledgerq.api")
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
 
 WAIT_POLL_S_MIN = 0.02
@@ -68,8 +70,10 @@ async def submit_command(request: Request) -> Response:
     for account_id in command.account_ids():
         if not key.covers(account_id):
             raise NotFound(f"account {account_id!r} not found")
-    done = await submit_async(ctx, command)
+    done = await submit_async(ctx, command, request.scope["state"].get("request_id"))
     shown = client_id(key.prefix, done.id)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("command %s %s", done.id, "replayed" if done.replayed else "accepted", extra={"command_id": done.id})
     headers = {"Location": f"/v1/commands/{shown}"}
     if done.replayed:
         headers["Idempotent-Replayed"] = "true"
