@@ -104,12 +104,17 @@ def keys_revoke(key_id: str) -> None:
 
 
 @cli.command()
-def verify() -> None:
-    """Check gapless seqs, balances = entries, no overdraft, zero trial balance; exit 1 on drift."""
+@click.option("--step-rows", type=click.IntRange(1), default=10_000, show_default=True, help="ids checked per step")
+def verify(step_rows: int) -> None:
+    """Check gapless seqs, balances = entries, no overdraft, zero trial balance; exit 1 on drift.
+
+    On a terminal a progress bar follows the steps; otherwise one plain line per step."""
+    from shared.progress import progress_reporter
     from shared.verify import CHECKS
     from shared.verify import verify as run_verify
 
-    findings = run_verify(_engine(Settings()))
+    with progress_reporter("verify") as report:
+        findings = run_verify(_engine(Settings()), step_rows=step_rows, progress=report)
     for finding in findings:
         click.echo(f"DRIFT {finding.check}: {finding.rows}")
     if findings:
@@ -119,20 +124,33 @@ def verify() -> None:
 
 @cli.command()
 def status() -> None:
-    """One line per partition: owner, queue depth, in flight, oldest job age, applied count."""
+    """A table of partitions: owner, queued, in flight, oldest job's age, applied, rejected, failed."""
     from redis import Redis
+    from rich.console import Console
+    from rich.table import Table
 
     from shared.observe import applied_counts, partition_states
 
     settings = Settings()
     counts = applied_counts(_engine(settings))
-    click.echo(f"{'partition':>9}  {'owner':<40} {'queued':>8} {'inflight':>8} {'oldest_s':>9} {'applied':>9}")
-    for s in partition_states(Redis.from_url(settings.redis_url), settings.partitions):
-        age = "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}"
-        click.echo(
-            f"{s.partition:>9}  {s.owner or '-':<40} {s.queued:>8} {s.inflight:>8} {age:>9} "
-            f"{counts.get((s.partition, 'applied'), 0):>9}"
+    states = partition_states(Redis.from_url(settings.redis_url), settings.partitions)
+    table = Table(title=f"ledgerq: {settings.partitions} partitions")
+    table.add_column("partition", justify="right")
+    table.add_column("owner", no_wrap=True)
+    for name in ("queued", "in flight", "oldest job", "applied", "rejected", "failed"):
+        table.add_column(name, justify="right")
+    for s in states:
+        table.add_row(
+            str(s.partition),
+            s.owner or "[red]none[/red]",
+            str(s.queued),
+            str(s.inflight),
+            "-" if s.oldest_age_s is None else f"{s.oldest_age_s:.1f}s",
+            *(str(counts.get((s.partition, status), 0)) for status in ("applied", "rejected", "failed")),
         )
+    console = Console()
+    # Piped output is read by scripts and people alike: wide enough that no column wraps.
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 @cli.command()

@@ -5,8 +5,9 @@ Jobs move atomically from RQ's queue list to the partition's in-flight list
 the head of that list and re-applies them first, so order survives a crash
 without RQ's abandoned-job sweep (which would fail or re-queue at the back).
 Both scripts check the lease token, so an owner that lost its lease cannot
-take or trim anything. Jobs never enter RQ's StartedJobRegistry, so RQ's
-maintenance never touches them.
+take or trim anything. A taken job is also listed in RQ's StartedJobRegistry
+with an infinite expiry, so `rq info` shows it executing while RQ's
+maintenance never sweeps it as abandoned.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ while #ids < limit do
   ids[#ids + 1] = id
   redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'started_at', ARGV[3])
 end
-local data = {}
-for i, id in ipairs(ids) do data[i] = redis.call('HGET', 'rq:job:' .. id, 'data') end
+local data, wip = {}, {}
+for i, id in ipairs(ids) do
+  data[i] = redis.call('HGET', 'rq:job:' .. id, 'data')
+  wip[2 * i - 1] = 'inf'
+  wip[2 * i] = id .. ':ledgerq'
+end
+-- RQ's StartedJobRegistry entry (job:execution), never expiring, so `rq info` counts it as executing
+-- and RQ's cleanup never calls it abandoned; removed on completion.
+if #ids > 0 then redis.call('ZADD', KEYS[4], unpack(wip)) end
 return {recovered, ids, data}
 """
 
@@ -47,6 +55,7 @@ local failure_ttl = tonumber(ARGV[6])
 for i = 7, #ARGV, 2 do
   local id, status = ARGV[i], ARGV[i + 1]
   local key = 'rq:job:' .. id
+  redis.call('ZREM', KEYS[5], id .. ':ledgerq')
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'status', status, 'ended_at', ended)
     if status == 'failed' then
@@ -79,12 +88,13 @@ class PartitionQueue:
         self._take = redis.register_script(_TAKE)
         self._complete = redis.register_script(_COMPLETE)
         name = queue_name(partition)
-        self._keys_take = [lease_key(partition), inflight_key(partition), queue_key(partition)]
+        self._keys_take = [lease_key(partition), inflight_key(partition), queue_key(partition), f"rq:wip:{name}"]
         self._keys_complete = [
             lease_key(partition),
             inflight_key(partition),
             f"rq:finished:{name}",
             f"rq:failed:{name}",
+            f"rq:wip:{name}",
         ]
 
     def take(self, token: str, limit: int) -> Taken:

@@ -30,7 +30,9 @@ def wait_final(http: httpx.Client, command_id: str) -> dict[str, Any]:
 
 def test_worker_and_api_metrics_and_request_ids_in_worker_logs(cluster: Cluster) -> None:
     port = free_port()
-    worker = cluster.add_worker([], LEDGERQ_LOG_FORMAT="json", LEDGERQ_LOG_LEVEL="DEBUG", LEDGERQ_METRICS_PORT=str(port))
+    worker = cluster.add_worker(
+        [], LEDGERQ_LOG_FORMAT="json", LEDGERQ_LOG_LEVEL="DEBUG", LEDGERQ_METRICS_PORT=str(port)
+    )
     http = httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {cluster.key}"}, timeout=40)
     accounts = [uid("obs") for _ in range(8)]
     for account in accounts:
@@ -62,10 +64,14 @@ def test_worker_and_api_metrics_and_request_ids_in_worker_logs(cluster: Cluster)
     for sample in worker_metrics["ledgerq_worker_commands"]:
         if sample.name == "ledgerq_worker_commands_total":
             outcomes[sample.labels["outcome"]] = outcomes.get(sample.labels["outcome"], 0) + sample.value
-    assert outcomes == {"applied": by_status["applied"], "rejected": by_status["rejected"]} == {
-        "applied": 8,
-        "rejected": 1,
-    }
+    assert (
+        outcomes
+        == {"applied": by_status["applied"], "rejected": by_status["rejected"]}
+        == {
+            "applied": 8,
+            "rejected": 1,
+        }
+    )
     jobs = sum(s.value for s in worker_metrics["ledgerq_worker_batch_size"] if s.name.endswith("_sum"))
     batches = sum(s.value for s in worker_metrics["ledgerq_worker_batch_size"] if s.name.endswith("_count"))
     applies = sum(s.value for s in worker_metrics["ledgerq_worker_apply_seconds"] if s.name.endswith("_count"))
