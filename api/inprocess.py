@@ -7,6 +7,9 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
                    "amount": 5000, "currency": "USD"})
     client.wait("order-42", timeout_s=5)
     client.submit_many([...])   # many commands, one claim transaction and one Redis call
+
+`InProcessClient` wraps it in the calls of the HTTP client (`api.client.LedgerqClient`), so a
+backend can switch between the two without other changes.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import time
 from typing import Any
 
 from api.body import validate
+from api.client import Accepted, CommandType, command_body
 from api.context import Context
+from api.models import CommandOut
 from api.submit import Outcome, Submitted, submit, submit_many
 from shared.commands import COMMAND_ADAPTER
+from shared.errors import NotFound
 from shared.schema import FINAL_STATUSES, commands
 from shared.settings import Settings
 
@@ -63,3 +69,34 @@ class LedgerClient:
                 return row
             time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
             delay_s = min(delay_s * 2, POLL_S_MAX)
+
+
+class InProcessClient:
+    """`api.client.LedgerqClient`'s calls, served in this process: no HTTP, no API key, no retries
+    (a `TransientFault` or a driver error means Postgres or Redis is away; retry with the same id)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ledger = LedgerClient.from_settings(settings)
+
+    def __enter__(self) -> InProcessClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
+        done = self.ledger.submit(command_body(type, account_id, amount, currency, **options))
+        return Accepted(done.id, done.status, done.partition, done.replayed)
+
+    def status(self, command_id: str, *, wait_s: float = 0) -> CommandOut:
+        row = self.ledger.wait(command_id, wait_s) if wait_s else self.ledger.status(command_id)
+        if row is None:
+            raise NotFound(f"command {command_id!r} not found")
+        error = {"code": row["error_code"], "detail": row["error_detail"] or ""} if row["error_code"] else None
+        return CommandOut.model_validate({**row, "error": error})
+
+    def wait(self, command_id: str, timeout_s: float = 30.0) -> CommandOut:
+        return self.status(command_id, wait_s=timeout_s)

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 class LedgerError(Exception):
     code: str = "ledger_error"
+    # Set when the error was read from an HTTP answer (`api.client`): its status, problem body, Retry-After.
+    status: int | None = None
+    problem: dict[str, object] | None = None
+    retry_after_s: float | None = None
 
     def __init__(self, detail: str = "", *, code: str | None = None) -> None:
         super().__init__(detail or self.code)
@@ -92,8 +96,15 @@ class IdempotencyConflict(Conflict):
 class RateLimited(RequestError):
     code = "rate_limited"
 
-    def __init__(self, detail: str, retry_after_s: int, key_id: str | None = None) -> None:
-        super().__init__(detail)
+    def __init__(
+        self,
+        detail: str = "",
+        retry_after_s: float | None = None,
+        key_id: str | None = None,
+        *,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(detail, code=code)
         self.retry_after_s = retry_after_s
         self.key_id = key_id
 
