@@ -11,7 +11,7 @@ from starlette.routing import Route
 from api import problems
 from api.audit import AuditMiddleware
 from api.context import Context
-from api.routes import accounts, admin, commands, ops
+from api.routes import accounts, admin, commands, ops, ui
 from shared.settings import Settings, get_settings
 
 
@@ -44,4 +44,5 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.include_router(commands.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
+    app.include_router(ui.router)
     return app

@@ -61,3 +61,15 @@ class CurrencyTotal(BaseModel):
 
 class TrialBalanceOut(BaseModel):
     currencies: dict[str, CurrencyTotal]
+
+
+class PartitionOut(BaseModel):
+    partition: int
+    owner: str | None
+    queued: int
+    inflight: int
+    oldest_job_age_s: float | None
+
+
+class PartitionsOut(BaseModel):
+    partitions: list[PartitionOut]

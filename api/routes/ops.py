@@ -1,4 +1,4 @@
-"""Liveness, readiness, metrics and the trial balance."""
+"""Liveness, readiness, metrics, the trial balance and the partitions view."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import ContextDep, ReadKey
+from api.deps import AdminKey, ContextDep, ReadKey
 from api.metrics import registry_for
-from api.models import TrialBalanceOut
+from api.models import PartitionsOut, TrialBalanceOut
 from api.problems import problem
 from shared.db import ping
 from shared.observe import partition_states, redis_durability, trial_balance
@@ -63,3 +63,21 @@ async def metrics(ctx: ContextDep) -> Response:
 async def get_trial_balance(ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
     totals = await run_in_threadpool(trial_balance, ctx.engine)
     return {"currencies": {cur: {"total": total, "balanced": total == 0} for cur, total in totals.items()}}
+
+
+@router.get("/v1/partitions", response_model=PartitionsOut)
+async def get_partitions(ctx: ContextDep, key: AdminKey) -> dict[str, Any]:
+    """Each partition's lease owner, queue depth, jobs in flight and oldest job's age (operators only)."""
+    states = await run_in_threadpool(partition_states, ctx.redis, ctx.settings.partitions)
+    return {
+        "partitions": [
+            {
+                "partition": s.partition,
+                "owner": s.owner,
+                "queued": s.queued,
+                "inflight": s.inflight,
+                "oldest_job_age_s": s.oldest_age_s,
+            }
+            for s in states
+        ]
+    }

@@ -1,0 +1,44 @@
+"""The wallet page (`/ui`) and the operator's partitions page (`/ui/ops`): static HTML and JS that
+call the public API with the user's key. Nothing here reads the ledger itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+ASSETS = {
+    "style.css": "text/css",
+    "common.js": "text/javascript",
+    "wallet.js": "text/javascript",
+    "ops.js": "text/javascript",
+}
+# Only our own files may run or load; the key in sessionStorage is never sent anywhere else.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+@router.get("")
+async def wallet() -> FileResponse:
+    return FileResponse(UI_DIR / "wallet.html", media_type="text/html", headers=HEADERS)
+
+
+@router.get("/ops")
+async def operator() -> FileResponse:
+    return FileResponse(UI_DIR / "ops.html", media_type="text/html", headers=HEADERS)
+
+
+@router.get("/static/{name}")
+async def asset(name: str) -> FileResponse:
+    if name not in ASSETS:  # a fixed list: no path from the request ever reaches the filesystem
+        raise HTTPException(404)
+    return FileResponse(UI_DIR / name, media_type=ASSETS[name], headers=HEADERS)
