@@ -236,9 +236,7 @@ class AsyncLedgerqClient:
                 raise_for_problem(response)
         return response
 
-    async def submit(
-        self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any
-    ) -> Accepted:
+    async def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
         body = command_body(type, account_id, amount, currency, **options)
         return _accepted(await self._request("POST", "/v1/commands", json=body))
 

@@ -105,9 +105,7 @@ def _ranges(conn: Connection, table: str, step_rows: int) -> Iterator[tuple[str,
     lo = ""  # every id is non-empty, so '' sorts before all of them
     while True:
         row = conn.execute(
-            text(
-                f"SELECT max(id), count(*) FROM (SELECT id FROM {table} WHERE id > :lo ORDER BY id LIMIT :n) t"
-            ),
+            text(f"SELECT max(id), count(*) FROM (SELECT id FROM {table} WHERE id > :lo ORDER BY id LIMIT :n) t"),
             {"lo": lo, "n": step_rows},
         ).one()
         if not row[1]:
