@@ -97,6 +97,11 @@ class PartitionQueue:
             f"rq:wip:{name}",
         ]
 
+    def register(self) -> None:
+        """List the queue in `rq:queues` (RQ's `Queue.all()`), so `rq info` and dashboards show every
+        partition, not only those that have had a job."""
+        self.redis.sadd("rq:queues", self._keys_take[2])
+
     def take(self, token: str, limit: int) -> Taken:
         try:
             recovered, raw, data = self._take(keys=self._keys_take, args=[token, limit, _iso_now()])

@@ -115,6 +115,7 @@ class PartitionRunner:
         self._renewed_at = time.monotonic()
         self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
         self.counts["acquired"] += 1
+        self.queue.register()
         self.metrics.lease_held.labels(self._label).set(1)
         self.metrics.lease_epoch.labels(self._label).set(self.epoch)
         log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)

@@ -41,22 +41,29 @@ def test_compose_commands_are_real_cli_commands() -> None:
     assert sorted(set(ran)) == ["api", "init", "worker"]
 
 
-def test_compose_ships_durable_redis_and_a_worker_per_partition() -> None:
+def test_compose_ships_durable_redis_claiming_workers_and_healthchecks() -> None:
     services = compose()["services"]
     redis_cmd = services["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendfsync") + 1] == "always"
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
-    partitions = int(services["api"]["environment"]["LEDGERQ_PARTITIONS"])
-    owned = sorted(int(s["command"][-1]) for n, s in services.items() if n.startswith("worker-"))
-    assert owned == list(range(partitions))
-    assert services["postgres"]["healthcheck"]["test"]
+    # N workers without --partition: they share the partitions out by lease.
+    assert services["worker"]["command"] == ["ledgerq", "worker"] and services["worker"]["deploy"]["replicas"] >= 2
+    assert services["worker"]["stop_signal"] == "SIGTERM"
+    long_running = [n for n, s in services.items() if s.get("restart") != "no"]
+    assert sorted(long_running) == ["api", "postgres", "redis", "rq-dashboard", "worker"]
+    assert all(services[n]["healthcheck"]["test"] for n in long_running)
+    # Optional dashboard: off unless asked for, published on localhost only, never without a password.
+    dashboard = services["rq-dashboard"]
+    assert dashboard["profiles"] == ["dashboard"] and dashboard["ports"] == ["127.0.0.1:9181:9181"]
+    assert "--password" in dashboard["command"][-1] and "--disable-delete" in dashboard["command"][-1]
+    assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
     # Least privilege: each process connects as its own role; Redis is password-protected.
     users = {
         name: s["environment"]["LEDGERQ_DATABASE_URL"].split("//")[1].split(":")[0]
         for name, s in services.items()
         if "environment" in s and "LEDGERQ_DATABASE_URL" in s["environment"]
     }
-    assert users["api"] == "ledgerq_api_login" and users["worker-0"] == "ledgerq_worker_login"
+    assert users["api"] == "ledgerq_api_login" and users["worker"] == "ledgerq_worker_login"
     assert users["migrate"] == "ledgerq"
     assert "--requirepass" in redis_cmd and all(
         "@redis:6379" in s["environment"]["LEDGERQ_REDIS_URL"]
@@ -65,6 +72,6 @@ def test_compose_ships_durable_redis_and_a_worker_per_partition() -> None:
     )
     assert (
         services["api"]["environment"]["LEDGERQ_SIGNING_KEY"]
-        == services["worker-0"]["environment"]["LEDGERQ_SIGNING_KEY"]
+        == services["worker"]["environment"]["LEDGERQ_SIGNING_KEY"]
     )
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
