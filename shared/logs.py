@@ -45,7 +45,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin, every run
+    # Chatty at INFO: a line per alembic plugin on every run, a line per HTTP request made by httpx.
+    for name in ("alembic.runtime.plugins", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn's own loggers would print plain lines of their own; send them through ours.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

@@ -34,7 +34,7 @@ class Supervisor:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(CONFIG)],
+            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -1,0 +1,103 @@
+"""The README's Python examples, run as written against a live API and worker: the client session,
+and the Django, Flask and FastAPI snippets (only the URL and key come from the test's cluster)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.cluster import Cluster
+from tests.conftest import uid
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def block_after(marker: str) -> str:
+    """The first ```python block after `marker` in the README."""
+    found = re.search(re.escape(marker) + r".*?```python\n(.*?)```", README, re.S)
+    assert found, marker
+    return found.group(1)
+
+
+def load(name: str, source: str) -> types.ModuleType:
+    module = types.ModuleType(name)
+    sys.modules[name] = module
+    exec(compile(source, f"README:{name}", "exec"), module.__dict__)
+    return module
+
+
+@pytest.fixture
+def live(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    cluster.add_worker([])
+    monkeypatch.setenv("LEDGERQ_URL", cluster.url)
+    monkeypatch.setenv("LEDGERQ_API_KEY", cluster.key)
+    yield cluster
+
+
+def open_account(cluster: Cluster, balance: int = 0) -> str:
+    from api.client import LedgerqClient
+
+    account = uid("readme")
+    with LedgerqClient(cluster.url, cluster.key) as ledger:
+        ledger.create_account(account, "USD")
+        if balance:
+            assert ledger.wait(ledger.submit("deposit", account, balance, "USD").id).status == "applied"
+    return account
+
+
+def test_the_client_session(live: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    source = block_after("## From Python")
+    source = source.replace('"http://127.0.0.1:8000", "lq_…"', f'"{live.url}", "{live.key}"')
+    source = source.replace('"carol"', f'"{uid("carol")}"')
+    load("readme_session", source)
+    first, second = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"cmd-[0-9a-f]{32} queued", first)
+    assert second == "applied 2500"
+
+
+def test_the_django_view(live: Cluster) -> None:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(DEBUG=False, ALLOWED_HOSTS=["testserver"], ROOT_URLCONF=__name__, SECRET_KEY="t" * 50)
+        django.setup()
+    from django.test import RequestFactory
+
+    views = load("readme_django_views", block_after("**Django**"))
+    account = open_account(live, balance=1000)
+    token = uid("tok")
+    answer = views.withdraw(RequestFactory().post("/", {"amount": "300", "token": token}), account)
+    assert answer.status_code == 202
+    import json
+
+    body: dict[str, Any] = json.loads(answer.content)
+    assert body["command"] == f"wd-{token}" and body["status"] == "queued"
+    refused = views.withdraw(RequestFactory().post("/", {"amount": "5", "token": uid("t")}), uid("nobody"))
+    assert refused.status_code == 422 and json.loads(refused.content)["error"] == "unknown_account"
+
+
+def test_the_flask_app(live: Cluster) -> None:
+    app = load("readme_flask", block_after("**Flask**")).app
+    account = open_account(live)
+    answer = app.test_client().post(f"/accounts/{account}/deposits", json={"amount": 700, "token": uid("dep")})
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == "applied" and answer.get_json()["error"] is None
+
+
+def test_the_fastapi_app(live: Cluster) -> None:
+    from fastapi.testclient import TestClient
+
+    app = load("readme_fastapi", block_after("**FastAPI**")).app
+    account = open_account(live, balance=100)
+    with TestClient(app) as client:
+        done = client.post(f"/accounts/{account}/withdrawals", params={"amount": 40, "token": uid("t")})
+        refused = client.post(f"/accounts/{account}/withdrawals", params={"amount": 400, "token": uid("t")})
+    assert done.status_code == 200 and done.json()["status"] == "applied"
+    assert refused.json()["status"] == "rejected"
