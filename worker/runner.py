@@ -100,7 +100,8 @@ class PartitionRunner:
                 if not is_transient(exc):
                     raise
                 log.warning("partition %s: dependency away (%s); retrying", self.partition, exc)
-                self._sleep(self.settings.backoff_s_max)
+                if self.stop.wait(self.settings.backoff_s_max):
+                    break  # stopping while a dependency is away: release what we can, exit cleanly
         self._release()
 
     def _acquire(self) -> bool:

@@ -101,10 +101,32 @@ def test_worker_sigterm_releases_the_lease(fresh_db: tuple[str, str]) -> None:
         time.sleep(0.05)
     assert redis.get(lease_key(0)) and redis.get(lease_key(2))
     status = run(["status"], env)
-    assert status.returncode == 0 and len(status.stdout.strip().splitlines()) == 5
+    assert status.returncode == 0
+    rows = [line for line in status.stdout.splitlines() if line.startswith("│")]
+    owners = {row.split("│")[1].strip(): row.split("│")[2].strip() for row in rows}
+    assert sorted(owners) == ["0", "1", "2", "3"]
+    assert (
+        owners["1"] == owners["3"] == "none" and f":{worker.pid}:" in owners["0"] and f":{worker.pid}:" in owners["2"]
+    )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert redis.get(lease_key(0)) is None and redis.get(lease_key(2)) is None
+
+
+def test_sigterm_while_redis_is_away_exits_cleanly(fresh_db: tuple[str, str]) -> None:
+    """A worker waiting out a Redis outage stops on SIGTERM with exit 0 (it used to crash on the way out)."""
+    env = env_for(fresh_db[0], f"redis://127.0.0.1:{free_port()}/0", partitions=4)
+    assert run(["init"], env).returncode == 0
+    env["LEDGERQ_BACKOFF_S_MAX"] = "5"
+    worker = subprocess.Popen([*LEDGERQ, "worker", "--partition", "1"], env=env, stderr=subprocess.PIPE, text=True)
+    assert worker.stderr is not None
+    deadline = time.monotonic() + 30
+    seen = ""
+    while "dependency away" not in seen and time.monotonic() < deadline:
+        seen += worker.stderr.readline()
+    assert "dependency away" in seen
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0, worker.stderr.read()[-2000:]
 
 
 def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path) -> None:

@@ -170,10 +170,10 @@ def test_operator_view_lists_partitions_with_owner_depth_and_lag(cluster: Cluste
     pid = f":{worker.process.pid}:"
 
     def owned_rows(d: WebDriver) -> list[list[str]]:
-        rows = [
-            [c.text for c in r.find_elements(By.TAG_NAME, "td")]
-            for r in d.find_elements(By.CSS_SELECTOR, "#partitions tr")
-        ]
+        # Read in one script: the page re-renders the table every 2 s, so elements would go stale.
+        rows: list[list[str]] = d.execute_script(
+            "return [...document.querySelectorAll('#partitions tr')].map(r => [...r.cells].map(c => c.textContent))"
+        )
         return rows if len(rows) == PARTITIONS and all(pid in r[1] for r in rows) else []
 
     rows = until(browser, "every partition owned by the worker", owned_rows)
