@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,6 +20,9 @@ from shared.apikeys import create_key
 from shared.db import fix_partitions, make_engine, migrate
 from shared.embedded import PostgresServer, RedisServer
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.chaos.cluster import Cluster
 
 PARTITIONS = 4
 SIGNING_KEY = "test-signing-key-0123456789abcdef0123"
@@ -165,3 +168,14 @@ def make_account(http: TestClient) -> Callable[..., str]:
 def wait_final(http: TestClient, command_id: str, timeout_s: int = 30) -> dict[str, Any]:
     body: dict[str, Any] = http.get(f"/v1/commands/{command_id}", params={"wait": timeout_s}).json()
     return body
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """PostgreSQL, Redis and `ledgerq api` as real processes of their own; workers are the test's to start."""
+    from tests.chaos.cluster import Cluster
+
+    running = Cluster(tmp_path)
+    running.start_api()
+    yield running
+    running.close()

@@ -1,19 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-
-from tests.chaos.cluster import Cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path)
-    running.start_api()
-    yield running
-    running.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
