@@ -41,7 +41,7 @@ for i, id in ipairs(ids) do
 end
 -- RQ's StartedJobRegistry entry (job:execution), never expiring, so `rq info` counts it as executing
 -- and RQ's cleanup never calls it abandoned; removed on completion.
-if #ids > 0 then redis.call('ZADD', KEYS[4], unpack(wip)) end
+for from = 1, #wip, 500 do redis.call('ZADD', KEYS[4], unpack(wip, from, math.min(from + 499, #wip))) end
 return {recovered, ids, data}
 """
 
@@ -52,10 +52,11 @@ local now_s = tonumber(ARGV[3])
 local ended = ARGV[4]
 local result_ttl = tonumber(ARGV[5])
 local failure_ttl = tonumber(ARGV[6])
+local wip = {}
 for i = 7, #ARGV, 2 do
   local id, status = ARGV[i], ARGV[i + 1]
   local key = 'rq:job:' .. id
-  redis.call('ZREM', KEYS[5], id .. ':ledgerq')
+  wip[#wip + 1] = id .. ':ledgerq'
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'status', status, 'ended_at', ended)
     if status == 'failed' then
@@ -66,6 +67,9 @@ for i = 7, #ARGV, 2 do
       redis.call('ZADD', KEYS[3], now_s + result_ttl, id)
     end
   end
+end
+for from = 1, #wip, 500 do
+  redis.call('ZREM', KEYS[5], unpack(wip, from, math.min(from + 499, #wip)))
 end
 redis.call('LTRIM', KEYS[2], n, -1)
 return n
