@@ -22,6 +22,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)  # uvicorn's copy of the message with terminal colours
         if not hasattr(record, "request_id"):
             request_id = REQUEST_ID.get()
             if request_id is not None:
