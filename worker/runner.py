@@ -93,6 +93,7 @@ class PartitionRunner:
                     continue
                 self._serve()
             except (LeaseLost, Fenced) as exc:
+                self.metrics.lease_held.labels(self._label).set(0)
                 log.warning("partition %s: lease lost (%s); trying to take it back", self.partition, exc)
             except Stopping:
                 break
