@@ -124,3 +124,32 @@ def test_metrics_for_a_partition_with_jobs_waiting_and_no_worker(cluster: Cluste
     assert lag[str(partition)] >= 0.2
     assert "ledgerq_partition_owner" not in metrics or not metrics["ledgerq_partition_owner"]
     assert all(s.value == 0.0 for s in metrics["ledgerq_partition_owned"])
+
+
+def test_lease_held_follows_a_lost_and_retaken_lease(cluster: Cluster) -> None:
+    from redis import Redis
+
+    from shared.keys import lease_key
+
+    port = free_port()
+    cluster.add_worker([0], LEDGERQ_METRICS_PORT=str(port))
+    redis = Redis.from_url(cluster.settings.redis_url)
+
+    def held() -> float | None:
+        try:
+            samples = scrape(f"http://127.0.0.1:{port}/metrics").get("ledgerq_worker_lease_held", [])
+        except httpx.HTTPError:
+            return None
+        return next((s.value for s in samples if s.labels["partition"] == "0"), None)
+
+    def wait_for(value: float) -> None:
+        deadline = time.monotonic() + 30
+        while held() != value:
+            assert time.monotonic() < deadline, f"lease_held never became {value}"
+            time.sleep(0.1)
+
+    wait_for(1.0)
+    redis.set(lease_key(0), "another-host:1:thief", px=60_000)  # someone else holds it now
+    wait_for(0.0)
+    redis.delete(lease_key(0))
+    wait_for(1.0)
