@@ -29,10 +29,10 @@ from tenacity.wait import wait_exponential_jitter
 
 from api.models import AccountOut, CommandOut
 from shared.errors import LedgerError, TransientFault
+from shared.schema import FINAL_STATUSES
 
 CommandType = Literal["deposit", "withdraw", "transfer"]
 WAIT_S_MAX = 30  # the API's long-poll bound per request
-FINAL = ("applied", "rejected", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +97,10 @@ def raise_for_problem(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     try:
-        problem = response.json()
-        assert isinstance(problem, dict)
-    except (ValueError, AssertionError):  # a proxy's HTML page, say
-        problem = {}
+        body = response.json()
+    except ValueError:  # a proxy's HTML page, say
+        body = None
+    problem: dict[str, Any] = body if isinstance(body, dict) else {}
     code = str(problem.get("code") or ("unavailable" if response.status_code >= 500 else "ledger_error"))
     fallback = TransientFault if response.status_code >= 500 else LedgerError
     error = ERRORS_BY_CODE.get(code, fallback)(str(problem.get("detail") or response.reason_phrase), code=code)
@@ -138,6 +138,11 @@ def _retry_kwargs(policy: RetryPolicy) -> dict[str, Any]:
 def _accepted(response: httpx.Response) -> Accepted:
     body = response.json()
     return Accepted(body["id"], body["status"], body["partition"], response.status_code == 200)
+
+
+def _poll_s(deadline: float) -> float:
+    """How long the next long-poll may wait: what is left of the caller's timeout, within the API's bound."""
+    return round(max(0.0, min(WAIT_S_MAX, deadline - time.monotonic())), 3)
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -189,9 +194,8 @@ class LedgerqClient:
         """Long-poll until the command is final or `timeout_s` passes; returns the last status read."""
         deadline = time.monotonic() + timeout_s
         while True:
-            wait_s = round(max(0.0, min(WAIT_S_MAX, deadline - time.monotonic())), 3)
-            found = self.status(command_id, wait_s=wait_s)
-            if found.status in FINAL or time.monotonic() >= deadline:
+            found = self.status(command_id, wait_s=_poll_s(deadline))
+            if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
     def create_account(self, account_id: str, currency: str, *, overdraft_limit: int = 0) -> AccountOut:
@@ -249,9 +253,8 @@ class AsyncLedgerqClient:
     async def wait(self, command_id: str, timeout_s: float = 30.0) -> CommandOut:
         deadline = time.monotonic() + timeout_s
         while True:
-            wait_s = round(max(0.0, min(WAIT_S_MAX, deadline - time.monotonic())), 3)
-            found = await self.status(command_id, wait_s=wait_s)
-            if found.status in FINAL or time.monotonic() >= deadline:
+            found = await self.status(command_id, wait_s=_poll_s(deadline))
+            if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
     async def create_account(self, account_id: str, currency: str, *, overdraft_limit: int = 0) -> AccountOut:
