@@ -27,13 +27,11 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from api.context import Context
-from shared.commands import Deposit, Transfer, Withdraw, payload_hash
+from shared.commands import AnyCommand, payload_hash
 from shared.enqueue import Claim, enqueue_commands
 from shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from shared.keys import queue_key
 from shared.routing import partition_for
-
-AnyCommand = Deposit | Withdraw | Transfer
 
 
 class Submission(NamedTuple):

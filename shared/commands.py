@@ -128,11 +128,12 @@ class Transfer(_Command):
         return (self.account_id, self.to_account_id)
 
 
-Command = Annotated[Deposit | Withdraw | Transfer, Field(discriminator="type")]
-COMMAND_ADAPTER: TypeAdapter[Deposit | Withdraw | Transfer] = TypeAdapter(Command)
+AnyCommand = Deposit | Withdraw | Transfer
+Command = Annotated[AnyCommand, Field(discriminator="type")]
+COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 
 
-def parse_command(data: dict[str, Any]) -> Deposit | Withdraw | Transfer:
+def parse_command(data: dict[str, Any]) -> AnyCommand:
     """Validate a decoded JSON object; raises pydantic.ValidationError."""
     # Strict python-mode validation of JSON-decoded data: ints stay ints, floats and strings are refused.
     return COMMAND_ADAPTER.validate_python(data)

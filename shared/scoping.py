@@ -1,16 +1,62 @@
-"""Command ids scoped by the key's account prefix, so one client can neither read nor collide with
-another's ids. A key confined to `shop1:` that sends id `order-7` owns `shop1:/order-7` in the
-ledger; `/` is outside the id charset, so no unconfined id can look like a scoped one."""
+"""Command ids as a key with an account prefix sees them, and as the ledger stores them.
+
+A key confined to `shop1:` that sends id `order-7` owns `shop1:/order-7` in the ledger; `/` is
+outside the id charset, so no unconfined id can look like a scoped one and two tenants never
+collide. Such a key also reads commands it did not send that touch its accounts (an admin's
+deposit on `shop1:a1`, say): it sees those under their stored id behind `~` (`~dep-9`,
+`~shop:/x`), also outside the charset, so a foreign id can never be mistaken for one of its own.
+
+The stored id is not in the client-facing charset, so the worker cannot validate a stored payload
+as a client's command: `parse_stored` undoes the scoping, validates the client's command, and
+puts the stored id back. What the API stores is exactly what the worker accepts.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.commands import ID_RE, AnyCommand, parse_command
+
 SEPARATOR = "/"
+FOREIGN = "~"
 
 
-def scoped_id(prefix: str, client_id: str) -> str:
-    return f"{prefix}{SEPARATOR}{client_id}" if prefix else client_id
+def stored_id(prefix: str, shown_id: str) -> str:
+    """The ledger's id for the id a key with `prefix` sends or asks for."""
+    if not prefix:
+        return shown_id
+    if shown_id.startswith(FOREIGN):
+        return shown_id[len(FOREIGN) :]
+    return f"{prefix}{SEPARATOR}{shown_id}"
 
 
-def client_id(prefix: str, stored_id: str) -> str:
-    scope = f"{prefix}{SEPARATOR}"
-    return stored_id[len(scope) :] if prefix and stored_id.startswith(scope) else stored_id
+def shown_id(prefix: str, stored: str) -> str:
+    """The id a key with `prefix` sees for a stored id (the inverse of `stored_id`)."""
+    if not prefix:
+        return stored
+    own = f"{prefix}{SEPARATOR}"
+    return stored[len(own) :] if stored.startswith(own) else f"{FOREIGN}{stored}"
+
+
+def is_own(prefix: str, stored: str) -> bool:
+    """Whether a key with `prefix` sent the command stored under `stored` (or any key, unconfined)."""
+    return not prefix or stored.startswith(f"{prefix}{SEPARATOR}")
+
+
+def scope_command(prefix: str, command: AnyCommand) -> AnyCommand:
+    """The command as the ledger stores it for a key with `prefix`."""
+    return command.model_copy(update={"id": stored_id(prefix, command.id)}) if prefix else command
+
+
+def parse_stored(payload: dict[str, Any]) -> AnyCommand:
+    """Validate a payload the API stored (possibly under a scoped id); raises ValueError.
+
+    pydantic's ValidationError is a ValueError, so one `except ValueError` covers both.
+    """
+    raw_id = payload.get("id")
+    if not isinstance(raw_id, str) or SEPARATOR not in raw_id:
+        return parse_command(payload)
+    prefix, _, bare = raw_id.rpartition(SEPARATOR)
+    if not prefix or not ID_RE.fullmatch(prefix):
+        raise ValueError(f"stored id {raw_id!r} has no valid scope")
+    return scope_command(prefix, parse_command({**payload, "id": bare}))

@@ -20,14 +20,13 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, any_, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 
-from shared.commands import Deposit, Transfer, Withdraw, parse_command
+from shared.commands import AnyCommand
 from shared.errors import Fenced, InvariantViolation
 from shared.routing import world_account
 from shared.schema import FINAL_STATUSES, accounts, commands
+from shared.scoping import parse_stored
 from worker import faults
 from worker.rules import AccountState, Applied, Rejected, apply_legs, plan
-
-AnyCommand = Deposit | Withdraw | Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +151,11 @@ def apply_batch(
 
 def _parse(payload: dict[str, Any]) -> AnyCommand | str:
     try:
-        return parse_command(payload)
+        return parse_stored(payload)
     except ValidationError as exc:  # the API validated it; a bad row here is a bug, not a crash
         return f"stored payload is invalid: {exc.errors()[0]['msg']}"
+    except ValueError as exc:
+        return f"stored payload is invalid: {exc}"
 
 
 def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCommand | str]]) -> _Batch:

@@ -18,6 +18,7 @@ from shared.apikeys import ApiKey
 from shared.commands import NewAccount
 from shared.errors import Conflict, NotFound
 from shared.schema import accounts, entries
+from shared.scoping import shown_id
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 NEW_ACCOUNT = TypeAdapter(NewAccount)
@@ -124,7 +125,8 @@ async def list_entries(
                 .order_by(entries.c.seq)
                 .limit(limit)
             ).all()
-        found = [dict(r._mapping) for r in rows]
+        # Command ids as this key names them, so each one can be read back by it.
+        found = [{**r._mapping, "command_id": shown_id(key.prefix, r.command_id)} for r in rows]
         return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}
 
     page = await run_in_threadpool(read)

@@ -22,7 +22,7 @@ from shared.commands import COMMAND_ADAPTER
 from shared.errors import InvalidRequest, NotFound
 from shared.keys import job_key
 from shared.schema import FINAL_STATUSES, commands
-from shared.scoping import client_id, scoped_id
+from shared.scoping import is_own, scope_command, shown_id, stored_id
 
 log = logging.getLogger("ledgerq.api")
 router = APIRouter(prefix="/v1/commands", tags=["commands"])
@@ -64,14 +64,12 @@ async def submit_command(request: Request) -> Response:
         if "id" in data and data["id"] != idempotency_key:
             raise InvalidRequest("the Idempotency-Key header and the body's id differ")
         data["id"] = idempotency_key
-    command = validate(COMMAND_ADAPTER, data)
-    if key.prefix:
-        command = command.model_copy(update={"id": scoped_id(key.prefix, command.id)})
+    command = scope_command(key.prefix, validate(COMMAND_ADAPTER, data))
     for account_id in command.account_ids():
         if not key.covers(account_id):
             raise NotFound(f"account {account_id!r} not found")
     done = await submit_async(ctx, command, request.scope["state"].get("request_id"))
-    shown = client_id(key.prefix, done.id)
+    shown = shown_id(key.prefix, done.id)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("command %s %s", done.id, "replayed" if done.replayed else "accepted", extra={"command_id": done.id})
     headers = {"Location": f"/v1/commands/{shown}"}
@@ -84,7 +82,8 @@ async def submit_command(request: Request) -> Response:
     )
 
 
-@router.get("/{command_id}", response_model=CommandOut, response_model_exclude_none=True)
+# `:path`: an unconfined key reads a confined key's command by its stored id, which holds a `/`.
+@router.get("/{command_id:path}", response_model=CommandOut, response_model_exclude_none=True)
 async def get_command(
     command_id: str,
     ctx: ContextDep,
@@ -95,7 +94,7 @@ async def get_command(
     deadline = time.monotonic() + wait_s
     delay_s = WAIT_POLL_S_MIN
     while True:
-        found = await run_in_threadpool(_read_command, ctx, scoped_id(key.prefix, command_id), key)
+        found = await run_in_threadpool(_read_command, ctx, stored_id(key.prefix, command_id), key)
         if found is None:
             raise NotFound(f"command {command_id!r} not found")
         if found["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
@@ -134,22 +133,31 @@ def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] 
         ).one_or_none()
     if row is None:
         return None
-    payload = row.payload
-    named = [payload.get("account_id", ""), payload.get("to_account_id", payload.get("account_id", ""))]
-    if not all(key.covers(a) for a in named):
-        return None
+    result, detail = row.result, row.error_detail or ""
+    if not is_own(key.prefix, row.id):
+        # Another key's command is readable where it touches this key's accounts, and shows only
+        # their legs: the other accounts' balances are not this key's to see.
+        named = [row.payload.get("account_id", ""), row.payload.get("to_account_id", "")]
+        if not any(key.covers(a) for a in named if a):
+            return None
+        if result and "entries" in result:
+            result = {**result, "entries": [e for e in result["entries"] if key.covers(e["account_id"])]}
+        elif result and "account_id" in result and not key.covers(result["account_id"]):
+            result = None
+        if not key.covers(named[0]):  # a rejection's detail speaks of the debited account
+            detail = "withheld: it concerns an account outside this key's prefix"
     status = row.status
     if status == "queued" and ctx.redis.hget(job_key(command_id), "status") == b"started":
         status = "started"
     out: dict[str, Any] = {
-        "id": client_id(key.prefix, row.id),
+        "id": shown_id(key.prefix, row.id),
         "type": row.type,
         "status": status,
         "partition": row.partition,
-        "result": row.result,
+        "result": result,
         "accepted_at": row.accepted_at,
         "finished_at": row.finished_at,
     }
     if row.error_code:
-        out["error"] = {"code": row.error_code, "detail": row.error_detail or ""}
+        out["error"] = {"code": row.error_code, "detail": detail}
     return out

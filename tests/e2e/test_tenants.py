@@ -1,0 +1,138 @@
+"""Keys confined to an account prefix, end to end over real PostgreSQL, Redis and workers: their
+commands are applied, they read every command in their accounts' entries, and tenants never collide."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from api.context import Context
+from shared.apikeys import create_key
+from tests.conftest import Workers, uid, wait_final
+from tests.unit.test_scoping import bodies, prefixes
+from worker.apply import _parse
+
+
+def tenant(ctx: Context, prefix: str, scope: str = "write") -> dict[str, str]:
+    secret, _ = create_key(ctx.engine, scope, prefix=prefix, name=f"tenant {prefix}")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def open_account(http: TestClient, account_id: str, currency: str = "USD") -> str:
+    assert http.post("/v1/accounts", json={"id": account_id, "currency": currency}).status_code == 201
+    return account_id
+
+
+def final(http: TestClient, command_id: str, auth: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = http.get(f"/v1/commands/{command_id}", params={"wait": 30}, headers=auth).json()
+    return body
+
+
+def test_a_prefixed_keys_deposits_and_transfers_are_applied(http: TestClient, ctx: Context, workers: Workers) -> None:
+    """The money bug: both were acknowledged, then failed `apply_failed` on the scoped id."""
+    shop = f"shop{uid()}:"
+    a1, a2 = open_account(http, f"{shop}a1"), open_account(http, f"{shop}a2")
+    auth = tenant(ctx, shop)
+    deposit = {"id": "dep-1", "type": "deposit", "account_id": a1, "amount": 10_000, "currency": "USD"}
+    transfer = {**deposit, "id": "tr-1", "type": "transfer", "to_account_id": a2, "amount": 2_500}
+    for body in (deposit, transfer):
+        sent = http.post("/v1/commands", json=body, headers=auth)
+        assert sent.status_code == 202, sent.text
+        done = final(http, body["id"], auth)
+        assert (done["status"], done["id"]) == ("applied", body["id"]), done
+    assert http.get(f"/v1/accounts/{a1}", headers=auth).json()["balance"] == 7_500
+    assert http.get(f"/v1/accounts/{a2}", headers=auth).json()["balance"] == 2_500
+    # The entries name the key's own commands by the ids it chose.
+    shown = [e["command_id"] for e in http.get(f"/v1/accounts/{a1}/entries", headers=auth).json()["entries"]]
+    assert shown == ["dep-1", "tr-1"]
+
+
+def test_a_tenant_reads_every_command_in_its_accounts_entries(http: TestClient, ctx: Context, workers: Workers) -> None:
+    """An admin's deposit and a transfer in from an outside account are readable by the id shown."""
+    shop = f"shop{uid()}:"
+    mine = open_account(http, f"{shop}a1")
+    treasury = open_account(http, uid("treasury"))
+    admin_deposit = {"id": uid("adm"), "type": "deposit", "account_id": treasury, "amount": 900, "currency": "USD"}
+    admin_transfer = {**admin_deposit, "id": uid("pay"), "type": "transfer", "to_account_id": mine, "amount": 400}
+    for body in (admin_deposit, admin_transfer):
+        assert http.post("/v1/commands", json=body).status_code == 202
+        assert wait_final(http, body["id"])["status"] == "applied"
+    own = {"id": "dep-own", "type": "deposit", "account_id": mine, "amount": 100, "currency": "USD"}
+    auth = tenant(ctx, shop, "read")
+    writer = tenant(ctx, shop)
+    assert http.post("/v1/commands", json=own, headers=writer).status_code == 202
+    assert final(http, "dep-own", writer)["status"] == "applied"
+
+    entries = http.get(f"/v1/accounts/{mine}/entries", headers=auth).json()["entries"]
+    shown = [e["command_id"] for e in entries]
+    assert shown == [f"~{admin_transfer['id']}", "dep-own"]
+    for command_id in shown:
+        for path in (command_id, urllib.parse.quote(command_id, safe="")):
+            read = http.get(f"/v1/commands/{path}", headers=auth)
+            assert read.status_code == 200 and read.json()["id"] == command_id, read.text
+    foreign = http.get(f"/v1/commands/~{admin_transfer['id']}", headers=auth).json()
+    # Only this key's legs: the treasury's balance is not its to see.
+    assert [leg["account_id"] for leg in foreign["result"]["entries"]] == [mine]
+    # The treasury's own deposit touches none of the key's accounts: as unknown as a missing id.
+    for missing in (f"~{admin_deposit['id']}", admin_deposit["id"], admin_transfer["id"]):
+        answer = http.get(f"/v1/commands/{missing}", headers=auth)
+        assert answer.status_code == 404 and answer.json()["code"] == "not_found", missing
+
+
+def test_two_tenants_share_an_id_without_colliding_or_seeing_each_other(http: TestClient, ctx: Context) -> None:
+    """Both get 202 for `order-1`; each reads its own; neither can name the other's; admin reads both."""
+    shops = [f"shop{uid()}:", f"shop{uid()}:"]
+    keys = {}
+    for shop in shops:
+        account = open_account(http, f"{shop}a")
+        keys[shop] = tenant(ctx, shop)
+        body = {"id": "order-1", "type": "deposit", "account_id": account, "amount": 5, "currency": "USD"}
+        assert http.post("/v1/commands", json=body, headers=keys[shop]).status_code == 202
+    first, second = shops
+    assert http.get("/v1/commands/order-1", headers=keys[first]).json()["id"] == "order-1"
+    for guess in (f"~{second}/order-1", f"{second}/order-1", "~order-1"):
+        assert http.get(f"/v1/commands/{guess}", headers=keys[first]).status_code == 404, guess
+    # An unconfined key names a tenant's command by its stored id, `/` and all (raw or %2F-escaped).
+    for path in (f"{first}/order-1", urllib.parse.quote(f"{first}/order-1", safe="")):
+        answer = http.get(f"/v1/commands/{path}")
+        assert answer.status_code == 200 and answer.json()["id"] == f"{first}/order-1"
+
+
+@pytest.fixture(scope="module")
+def prefixed_keys(ctx: Context) -> dict[str, dict[str, str]]:
+    return {}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_what_the_api_stores_for_any_key_is_what_the_worker_parses(
+    data: st.DataObject, http: TestClient, ctx: Context, prefixed_keys: dict[str, dict[str, str]]
+) -> None:
+    """Generated commands through the real submit path: the stored row always parses for the worker."""
+    prefix = data.draw(prefixes.map(lambda p: p[:40]))
+    body = data.draw(bodies(prefix))
+    if body.get("type") == "transfer" and body["to_account_id"] == body["account_id"]:
+        return
+    for account_id in {body["account_id"], body.get("to_account_id", body["account_id"])}:
+        http.post("/v1/accounts", json={"id": account_id, "currency": body["currency"]})
+    body["id"] = uid("p")  # fresh: generated ids would collide across examples
+    if prefix not in prefixed_keys:
+        prefixed_keys[prefix] = tenant(ctx, prefix) if prefix else {}
+    sent = http.post("/v1/commands", json=body, headers=prefixed_keys[prefix])
+    if sent.status_code == 422 and sent.json()["code"] == "currency_mismatch":
+        return  # the generated account already existed in another currency
+    assert sent.status_code == 202, sent.text
+    with ctx.engine.connect() as conn:
+        payload = conn.execute(
+            text("SELECT payload FROM commands WHERE id = :id"),
+            {"id": f"{prefix}/{body['id']}" if prefix else body["id"]},
+        ).scalar_one()
+    parsed = _parse(payload)
+    assert not isinstance(parsed, str), parsed
+    assert parsed.account_ids()[0] == body["account_id"]
