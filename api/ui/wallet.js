@@ -26,6 +26,8 @@ async function openAccount() {
 }
 
 async function showWallet(found) {
+  // "ready" once the balance and its history are both on the page (tests and scripts wait for it).
+  $("wallet").dataset.state = "loading";
   $("signin").hidden = true;
   $("wallet").hidden = false;
   $("account-id").textContent = found.id;
@@ -46,6 +48,7 @@ async function showWallet(found) {
     body.appendChild(row);
   }
   $("no-history").hidden = page.entries.length > 0;
+  $("wallet").dataset.state = "ready";
 }
 
 async function move(type, amountText) {

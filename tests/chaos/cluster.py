@@ -22,6 +22,8 @@ from tests.conftest import SIGNING_KEY
 
 LEDGERQ = [sys.executable, "-m", "shared.cli"]
 PARTITIONS = 4
+# A bound on waiting for a process to come up, far beyond any healthy start even on a loaded machine.
+START_S_MAX = 180
 
 
 @dataclass
@@ -100,14 +102,21 @@ class Cluster:
             self.api = subprocess.Popen(
                 [*LEDGERQ, "api", "--port", str(self.api_port)], env=self.env, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 30
+        # Wait for the API itself, not for a guess at how long a busy machine takes: fail at once if it
+        # exits, and give up only after a bound far beyond any healthy start.
+        deadline = time.monotonic() + START_S_MAX
         while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"api exited with {self.api.returncode}: {self._log_tail('api.log')}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.05)
-        raise RuntimeError("api did not start")
+        raise RuntimeError(f"api did not answer /healthz within {START_S_MAX}s: {self._log_tail('api.log')}")
+
+    def _log_tail(self, name: str) -> str:
+        return (self.root / name).read_text(errors="replace")[-2000:]
 
     def add_worker(self, partitions: list[int], **env: str) -> WorkerProcess:
         worker = WorkerProcess(partitions, {**self.env, **env}, self.root / f"worker-{len(self.workers)}.log")

@@ -26,6 +26,7 @@ WORKER = "ledgerq-worker:ledgerq-worker-{}"
 
 class Supervisor:
     def __init__(self, cluster: Cluster, run_dir: Path) -> None:
+        self.cluster = cluster
         self.env = {
             **cluster.env,
             "LEDGERQ_RUN_DIR": str(run_dir),
@@ -54,14 +55,23 @@ class Supervisor:
         text = self.ctl("pid", name).strip()
         return int(text) if text.isdigit() else 0
 
-    def wait_running(self, timeout_s: float = 60) -> dict[str, str]:
+    def wait_running(self, timeout_s: float = 180) -> dict[str, str]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            states = dict(line.split()[:2] for line in self.ctl("status").splitlines() if line.strip())
-            if len(states) == PARTITIONS + 1 and set(states.values()) == {"RUNNING"}:
+            # Until supervisord's socket is up, `status` prints an error line, not states.
+            rows = [line.split()[:2] for line in self.ctl("status").splitlines()]
+            states = dict(row for row in rows if len(row) == 2)
+            if len(states) == PARTITIONS + 1 and set(states.values()) == {"RUNNING"} and self.api_answers():
                 return states
             time.sleep(0.2)
-        raise AssertionError(f"not all RUNNING: {self.ctl('status')}")
+        raise AssertionError(f"not all RUNNING and answering: {self.ctl('status')}")
+
+    def api_answers(self) -> bool:
+        """RUNNING only means the API process lived `startsecs`; wait until it also listens."""
+        try:
+            return httpx.get(f"{self.cluster.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 @pytest.fixture

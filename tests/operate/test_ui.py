@@ -59,7 +59,10 @@ def until(driver: WebDriver, what: str, check: object, timeout_s: float = 30) ->
 
 
 def balance(driver: WebDriver) -> str:
-    until(driver, "the wallet", lambda d: d.find_element(By.ID, "wallet").is_displayed())
+    """The balance shown, once the page has rendered it and its history (not while still loading)."""
+    until(
+        driver, "the wallet rendered", lambda d: d.find_element(By.ID, "wallet").get_attribute("data-state") == "ready"
+    )
     return str(driver.find_element(By.ID, "balance").text)
 
 
@@ -138,7 +141,7 @@ def test_wallet_page_meets_seed_004(cluster: Cluster, browser: WebDriver) -> Non
     assert balance(browser) == "50.00"
     assert stored_balance(cluster, account) == (5000, 2)
     browser.refresh()
-    assert balance(browser) == "50.00"
+    assert balance(browser) == "50.00"  # waits for the history too
     rows = browser.find_elements(By.CSS_SELECTOR, "#history tr")
     assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["-50.00", "100.00"]
 
