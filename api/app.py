@@ -45,4 +45,5 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(ui.router)
+    app.include_router(ui.root)
     return app

@@ -13,15 +13,27 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import TypeAdapter, ValidationError
 
-from api.problems import ValidationFailed, validation_problems
-from shared.errors import BodyTooLarge, InvalidJson
+from api.problems import validation_problems
+from shared.errors import BodyTooLarge, InvalidJson, UnsupportedMediaType, ValidationFailed
 
 BODY_BYTES_MAX = 64 * 1024
 
 M = TypeVar("M")
 
 
+def require_json(request: Request) -> None:
+    """Bodies are `application/json` (any parameters, `charset=utf-8` say): a form post or plain text is
+    refused, not guessed at, before a byte of it is read."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        shown = f"{media_type!r}" if media_type else "no Content-Type"
+        raise UnsupportedMediaType(
+            f"the body must be application/json, not {shown}; send Content-Type: application/json"
+        )
+
+
 async def json_object(request: Request) -> dict[str, Any]:
+    require_json(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > BODY_BYTES_MAX:
         raise BodyTooLarge(f"the body must be at most {BODY_BYTES_MAX} bytes")

@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from tenacity.wait import wait_exponential_jitter
 
 from api.models import AccountOut, CommandOut
-from shared.errors import LedgerError, TransientFault
+from shared.errors import LedgerError, TransientFault, ValidationFailed
 from shared.schema import FINAL_STATUSES
 
 CommandType = Literal["deposit", "withdraw", "transfer"]
@@ -79,6 +79,16 @@ def command_body(
     return body
 
 
+def account_body(
+    account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON of a new account."""
+    body: dict[str, Any] = {"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+    if metadata is not None:
+        body["metadata"] = metadata
+    return body
+
+
 def _errors_by_code() -> dict[str, type[LedgerError]]:
     found: dict[str, type[LedgerError]] = {}
     todo: list[type[LedgerError]] = [LedgerError]
@@ -105,6 +115,9 @@ def raise_for_problem(response: httpx.Response) -> None:
     fallback = TransientFault if response.status_code >= 500 else LedgerError
     error = ERRORS_BY_CODE.get(code, fallback)(str(problem.get("detail") or response.reason_phrase), code=code)
     error.status, error.problem = response.status_code, problem
+    if isinstance(error, ValidationFailed):
+        found = problem.get("errors")
+        error.errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
     retry_after = response.headers.get("retry-after", "")
     error.retry_after_s = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
     raise error
@@ -198,8 +211,10 @@ class LedgerqClient:
             if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
-    def create_account(self, account_id: str, currency: str, *, overdraft_limit: int = 0) -> AccountOut:
-        body = {"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+    def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> AccountOut:
+        body = account_body(account_id, currency, overdraft_limit=overdraft_limit, metadata=metadata)
         return AccountOut.model_validate(self._request("POST", "/v1/accounts", json=body).json())
 
     def account(self, account_id: str) -> AccountOut:
@@ -257,8 +272,10 @@ class AsyncLedgerqClient:
             if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
-    async def create_account(self, account_id: str, currency: str, *, overdraft_limit: int = 0) -> AccountOut:
-        body = {"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+    async def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> AccountOut:
+        body = account_body(account_id, currency, overdraft_limit=overdraft_limit, metadata=metadata)
         return AccountOut.model_validate((await self._request("POST", "/v1/accounts", json=body)).json())
 
     async def account(self, account_id: str) -> AccountOut:

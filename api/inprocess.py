@@ -8,8 +8,9 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
     client.wait("order-42", timeout_s=5)
     client.submit_many([...])   # many commands, one claim transaction and one Redis call
 
-`InProcessClient` wraps it in the calls of the HTTP client (`api.client.LedgerqClient`), so a
-backend can switch between the two without other changes.
+`InProcessClient` wraps it in every call of the HTTP client (`api.client.LedgerqClient`:
+`submit`, `status`, `wait`, `create_account`, `account`), so a backend can switch between the
+two without other changes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from api.accounts import NEW_ACCOUNT, create_account, get_account
 from api.body import validate
-from api.client import Accepted, CommandType, command_body
+from api.client import Accepted, CommandType, account_body, command_body
 from api.context import Context
-from api.models import CommandOut
+from api.models import AccountOut, CommandOut
 from api.submit import Outcome, Submitted, submit, submit_many
 from shared.commands import COMMAND_ADAPTER
 from shared.errors import NotFound
@@ -100,3 +102,13 @@ class InProcessClient:
 
     def wait(self, command_id: str, timeout_s: float = 30.0) -> CommandOut:
         return self.status(command_id, wait_s=timeout_s)
+
+    def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> AccountOut:
+        """Create an account (the same attributes again return it; other ones raise `Conflict`)."""
+        body = account_body(account_id, currency, overdraft_limit=overdraft_limit, metadata=metadata)
+        return AccountOut.model_validate(create_account(self.ledger.ctx, validate(NEW_ACCOUNT, body))[1])
+
+    def account(self, account_id: str) -> AccountOut:
+        return AccountOut.model_validate(get_account(self.ledger.ctx, account_id))

@@ -23,9 +23,11 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.NotFound, 404),
     (errors.Conflict, 409),
     (errors.BodyTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
     (errors.RateLimited, 429),
     (errors.UnknownAccount, 422),
     (errors.CurrencyMismatch, 422),
+    (errors.ValidationFailed, 422),
     (errors.InvalidRequest, 400),
     (errors.TransientFault, 503),
     (errors.ConfigurationError, 503),
@@ -47,19 +49,7 @@ TITLES = {
 }
 
 
-class ValidationFailed(errors.RequestError):
-    """Well-formed JSON that breaks the contract (types, ranges, patterns): 422."""
-
-    code = "validation_failed"
-
-    def __init__(self, detail: str, problems: list[dict[str, Any]]) -> None:
-        super().__init__(detail)
-        self.problems = problems
-
-
 def status_for(exc: errors.LedgerError) -> int:
-    if isinstance(exc, ValidationFailed):
-        return 422
     for kind, status in STATUS_BY_ERROR:
         if isinstance(exc, kind):
             return status
@@ -94,7 +84,7 @@ def install(app: FastAPI) -> None:
             headers = {"Retry-After": str(exc.retry_after_s)}
         elif status == 503:
             headers = {"Retry-After": "1"}
-        extra = {"errors": exc.problems} if isinstance(exc, ValidationFailed) else {}
+        extra = {"errors": exc.errors} if isinstance(exc, errors.ValidationFailed) else {}
         return problem(status, exc.code, exc.detail, headers, **extra)
 
     @app.exception_handler(RequestValidationError)

@@ -10,6 +10,8 @@ The mapping from these to HTTP status codes lives in `api/problems.py` only.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LedgerError(Exception):
     code: str = "ledger_error"
@@ -63,6 +65,23 @@ class RequestError(LedgerError):
 
 class InvalidRequest(RequestError):
     code = "invalid_request"
+
+
+class ValidationFailed(InvalidRequest):
+    """Well-formed JSON that breaks the contract (types, ranges, patterns): 422, with every field's error
+    in `errors` (`[{"loc": [...], "msg", "type"}]`)."""
+
+    code = "validation_failed"
+
+    def __init__(self, detail: str = "", errors: list[dict[str, Any]] | None = None, *, code: str | None = None):
+        super().__init__(detail, code=code)
+        self.errors = errors or []
+
+
+class UnsupportedMediaType(RequestError):
+    """A body that is not `application/json` (415): refused before it is read."""
+
+    code = "unsupported_media_type"
 
 
 class InvalidJson(RequestError):

@@ -5,23 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import TypeAdapter
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from starlette.concurrency import run_in_threadpool
 
+from api import accounts as store
 from api.body import json_object, validate
-from api.context import Context
 from api.deps import ContextDep, ReadKey, WriteKey
 from api.models import AccountOut, EntriesOut
 from shared.apikeys import ApiKey
 from shared.commands import NewAccount
-from shared.errors import Conflict, NotFound
-from shared.schema import accounts, entries
+from shared.errors import NotFound
+from shared.schema import entries
 from shared.scoping import shown_id
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
-NEW_ACCOUNT = TypeAdapter(NewAccount)
 
 LIMIT_MAX = 1000
 
@@ -36,46 +33,12 @@ LIMIT_MAX = 1000
     },
 )
 async def create_account(request: Request, response: Response, ctx: ContextDep, key: WriteKey) -> dict[str, Any]:
-    new = validate(NEW_ACCOUNT, await json_object(request))
+    new = validate(store.NEW_ACCOUNT, await json_object(request))
     _check_prefix(key, new.id)
-    created, row = await run_in_threadpool(_create, ctx, new)
+    created, row = await run_in_threadpool(store.create_account, ctx, new)
     if not created:
         response.status_code = 200
     return row
-
-
-def _create(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]:
-    with ctx.engine.begin() as conn:
-        inserted = conn.execute(
-            insert(accounts)
-            .values(id=new.id, currency=new.currency, overdraft_limit=new.overdraft_limit, metadata=new.metadata)
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(accounts.c.id)
-        ).scalar_one_or_none()
-        row = _read(conn, new.id)
-    assert row is not None
-    if inserted is None and (row["currency"], row["overdraft_limit"], row["metadata"]) != (
-        new.currency,
-        new.overdraft_limit,
-        new.metadata,
-    ):
-        raise Conflict(f"account {new.id!r} exists with other attributes")
-    return inserted is not None, row
-
-
-def _read(conn: Any, account_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(
-            accounts.c.id,
-            accounts.c.currency,
-            accounts.c.balance,
-            accounts.c.overdraft_limit,
-            accounts.c.entry_count,
-            accounts.c.metadata,
-            accounts.c.updated_at,
-        ).where(accounts.c.id == account_id, accounts.c.kind == "user")
-    ).one_or_none()
-    return None if row is None else dict(row._mapping)
 
 
 def _check_prefix(key: ApiKey, account_id: str) -> None:
@@ -87,15 +50,7 @@ def _check_prefix(key: ApiKey, account_id: str) -> None:
 @router.get("/{account_id}", response_model=AccountOut)
 async def get_account(account_id: str, ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
     _check_prefix(key, account_id)
-
-    def read() -> dict[str, Any] | None:
-        with ctx.engine.connect() as conn:
-            return _read(conn, account_id)
-
-    row = await run_in_threadpool(read)
-    if row is None:
-        raise NotFound(f"account {account_id!r} not found")
-    return row
+    return await run_in_threadpool(store.get_account, ctx, account_id)
 
 
 @router.get("/{account_id}/entries", response_model=EntriesOut)
@@ -110,7 +65,7 @@ async def list_entries(
 
     def read() -> dict[str, Any] | None:
         with ctx.engine.connect() as conn:
-            if _read(conn, account_id) is None:
+            if store.read_account(conn, account_id) is None:
                 return None
             rows = conn.execute(
                 select(

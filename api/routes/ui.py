@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 ASSETS = {
@@ -25,6 +25,13 @@ HEADERS = {
 }
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
+root = APIRouter(include_in_schema=False)
+
+
+@root.get("/")
+async def home() -> RedirectResponse:
+    """The URL `ledgerq dev` prints, opened in a browser, lands on the wallet page."""
+    return RedirectResponse("/ui", status_code=307)
 
 
 @router.get("")

@@ -97,7 +97,7 @@ def test_every_mutating_call_is_audited(http: TestClient, keys: dict[str, str]) 
     assert made.status_code == 201 and made.headers["x-request-id"] == "req-audit-1"
     refused = http.post("/v1/commands", json={"id": "x"}, headers={"Authorization": "", "X-Request-Id": "req-audit-2"})
     assert refused.status_code == 401
-    generated = http.post("/v1/commands", content=b"{not json")
+    generated = http.post("/v1/commands", content=b"{not json", headers={"content-type": "application/json"})
     assert generated.status_code == 400 and len(generated.headers["x-request-id"]) == 32
     rows = {r["request_id"]: r for r in audit_rows(http, keys["admin"])}
     first = rows["req-audit-1"]

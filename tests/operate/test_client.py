@@ -16,7 +16,17 @@ from sqlalchemy import text
 from api.client import AsyncLedgerqClient, LedgerqClient, RetryPolicy
 from api.inprocess import InProcessClient
 from shared.embedded import free_port
-from shared.errors import IdempotencyConflict, LedgerError, RateLimited, Unauthorized, UnknownAccount
+from shared.errors import (
+    Conflict,
+    IdempotencyConflict,
+    InvalidRequest,
+    LedgerError,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    UnknownAccount,
+    ValidationFailed,
+)
 from tests.chaos.cluster import LEDGERQ, Cluster
 from tests.conftest import uid
 
@@ -185,6 +195,40 @@ def test_async_client_retries_a_lost_answer_with_the_same_id(live: Cluster) -> N
     command_id, status, sent = asyncio.run(scenario())
     assert status == "applied" and {b.get("id") for b in sent[1:3]} == {command_id}
     assert commands_with_id(live, command_id) == 1
+
+
+def test_validation_failed_is_its_own_error_with_the_field_errors(live: Cluster) -> None:
+    """Not a bare LedgerError: a `ValidationFailed` (an `InvalidRequest`) listing every bad field."""
+    with LedgerqClient(live.url, live.key, retry=FAST) as ledger:
+        account = uid("val")
+        ledger.create_account(account, "USD")
+        with pytest.raises(ValidationFailed) as failed:
+            ledger.submit("deposit", account, 0, "usd", id="bad id")
+    assert isinstance(failed.value, InvalidRequest) and failed.value.status == 422
+    fields = {error["loc"][-1] for error in failed.value.errors}
+    assert {"id", "amount", "currency"} <= fields, failed.value.errors
+    with InProcessClient(live.settings) as local, pytest.raises(ValidationFailed) as locally:
+        local.submit("deposit", account, 0, "USD")
+    assert [error["loc"][-1] for error in locally.value.errors] == ["amount"]
+
+
+def test_in_process_client_has_every_call_of_the_http_client(live: Cluster) -> None:
+    """The same public calls by name, and accounts made and read without HTTP."""
+    public = {name for name in dir(LedgerqClient) if not name.startswith("_")}
+    assert public <= {name for name in dir(InProcessClient) if not name.startswith("_")}
+    account = uid("inproc")
+    with InProcessClient(live.settings) as ledger:
+        made = ledger.create_account(account, "USD", overdraft_limit=5, metadata={"owner": "carol"})
+        assert (made.id, made.balance, made.overdraft_limit, made.metadata) == (account, 0, 5, {"owner": "carol"})
+        assert ledger.create_account(account, "USD", overdraft_limit=5, metadata={"owner": "carol"}) == made
+        with pytest.raises(Conflict):
+            ledger.create_account(account, "EUR")
+        with pytest.raises(ValidationFailed):
+            ledger.create_account("bad id", "USD")
+        with pytest.raises(NotFound):
+            ledger.account(uid("ghost"))
+    with LedgerqClient(live.url, live.key, retry=FAST) as remote:
+        assert remote.account(account) == made
 
 
 def test_in_process_client_has_the_same_calls(live: Cluster) -> None:
