@@ -66,6 +66,7 @@ def test_a_wrong_method_is_a_405_problem(http: TestClient) -> None:
     answer = http.delete("/v1/accounts")
     assert answer.status_code == 405 and answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["code"] == "method_not_allowed" and answer.json().keys() >= PROBLEM_FIELDS
+    assert "POST" in answer.headers["allow"]
 
 
 def test_the_root_url_leads_a_browser_to_the_wallet_page(http: TestClient) -> None:

@@ -1,0 +1,39 @@
+"""Every problem `code` the API can answer is in the README's code list (and nothing it cannot)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from shared.errors import LedgerError
+
+ROOT = Path(__file__).resolve().parents[2]
+# Codes that are recorded on commands, never answered as a problem by the API.
+OUTCOMES_ONLY = {"rejected", "insufficient_funds", "fenced", "invariant_violation", "ledger_error"}
+
+
+def error_codes() -> set[str]:
+    found, todo = set(), [LedgerError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.code)
+        todo += cls.__subclasses__()
+    return found - OUTCOMES_ONLY
+
+
+def literal_codes() -> set[str]:
+    """Codes written as literals where the API builds problems by hand."""
+    sources = [(ROOT / "api" / "problems.py").read_text(), (ROOT / "api" / "routes" / "ops.py").read_text()]
+    found = set()
+    for source in sources:
+        found |= set(re.findall(r'problem\(\s*\d{3},\s*"([a-z_]+)"', source))
+        found |= set(re.findall(r'\d{3}: "([a-z_]+)"', source))
+    return found
+
+
+def test_the_readme_lists_every_code_the_api_answers() -> None:
+    table = (ROOT / "README.md").read_text().split("The codes the API answers:")[1].split("\n\n")[1]
+    listed = set(re.findall(r"`([a-z_]+)`", table))
+    answered = error_codes() | literal_codes()
+    assert {"method_not_allowed", "unsupported_media_type", "not_ready"} <= answered
+    assert answered - listed == set(), "codes the README does not list"
