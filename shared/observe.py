@@ -66,14 +66,17 @@ def redis_durability(redis: Redis) -> tuple[bool | None, str]:
     try:
         appendonly = redis.config_get("appendonly").get("appendonly")
         fsync = redis.config_get("appendfsync").get("appendfsync")
-        version = str(redis.info("server").get("redis_version", "0"))
+        server = redis.info("server")
+        # Valkey reports a Redis-compatible `redis_version` (7.2.4) beside its own: show its own.
+        name, version = ("valkey", server["valkey_version"]) if "valkey_version" in server else ("redis", "")
+        version = str(version or server.get("redis_version", "0"))
     except ResponseError as exc:  # CONFIG may be renamed or denied by ACL
         return None, f"unknown: CONFIG GET refused ({exc})"
     if appendonly != "yes" or fsync != "always":
         return False, f"appendonly={appendonly} appendfsync={fsync}: a crash can lose acknowledged commands"
-    if int(version.split(".")[0]) < 7:
+    if name == "redis" and int(version.split(".")[0]) < 7:
         return False, f"redis {version} may acknowledge before the fsync; use 7.0+"
-    return True, f"redis {version}, aof appendfsync always"
+    return True, f"{name} {version}, aof appendfsync always"
 
 
 def trial_balance(engine: Engine) -> dict[str, int]:

@@ -12,11 +12,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 Report = Callable[[str, int, int], None]
 
 
+def is_terminal() -> bool:
+    """Whether stdout is a terminal, as rich decides (it honours FORCE_COLOR and TTY_COMPATIBLE)."""
+    return Console().is_terminal
+
+
 @contextlib.contextmanager
 def progress_reporter(label: str) -> Iterator[Report]:
     """Yield `report(what, done, total)`: a bar per `what` on a terminal, else one line per call."""
-    console = Console()
-    if not console.is_terminal:
+    if not is_terminal():
 
         def plain(what: str, done: int, total: int) -> None:
             percent = 100 if total == 0 else done * 100 // total
@@ -26,7 +30,7 @@ def progress_reporter(label: str) -> Iterator[Report]:
         return
     tasks: dict[str, TaskID] = {}
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
+    with Progress(*columns) as bar:
 
         def report(what: str, done: int, total: int) -> None:
             if what not in tasks:

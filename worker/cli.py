@@ -23,6 +23,7 @@ from shared.settings import Settings
     type=int,
     default=None,
     envvar="LEDGERQ_METRICS_PORT",
+    show_envvar=True,
     help="serve this worker's Prometheus metrics on this port (host: LEDGERQ_METRICS_HOST)",
 )
 def worker(partitions: tuple[int, ...], metrics_port: int | None) -> None:

