@@ -4,6 +4,7 @@ and the Django, Flask and FastAPI snippets (only the URL and key come from the t
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -101,3 +102,21 @@ def test_the_fastapi_app(live: Cluster) -> None:
         refused = client.post(f"/accounts/{account}/withdrawals", params={"amount": 400, "token": uid("t")})
     assert done.status_code == 200 and done.json()["status"] == "applied"
     assert refused.json()["status"] == "rejected"
+
+
+def test_the_curl_session_answers_what_the_readme_shows(live: Cluster) -> None:
+    """The README's curl lines, run by bash as written (only URL and KEY set): each answers the status,
+    and where shown the body, that its comment promises."""
+    found = re.search(r"## A curl session.*?```sh\n(.*?)```", README, re.S)
+    assert found
+    script = found.group(1)
+    script = re.sub(r"^URL=\S+", f"URL={live.url}", script, count=1, flags=re.M)
+    script = re.sub(r"^KEY=\S+", f"KEY={live.key}", script, count=1, flags=re.M)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    status = re.compile(r"(?:^HTTP/1\.1 (\d{3})|[}\]] (\d{3})$)")
+    promised = [m.group(1) or m.group(2) for line in script.splitlines() if (m := status.search(line[2:]))]
+    answered = [m.group(1) or m.group(2) for line in done.stdout.splitlines() if (m := status.search(line))]
+    assert len(promised) >= 13 and answered == promised, done.stdout
+    for line in script.splitlines():  # the concrete values the comments show
+        for fact in re.findall(r'"(?:balance|status|code)":(?:\d+|"[a-z_]+")', line):
+            assert fact in done.stdout, fact
