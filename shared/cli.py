@@ -161,7 +161,7 @@ def _keys_table(found: list[ApiKey]) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"ledgerq: {len(found)} API keys")
+    table = Table(title=f"ledgerq: {len(found)} API key{'' if len(found) == 1 else 's'}")
     table.add_column("id", no_wrap=True)  # what `keys revoke` takes: never broken across lines
     for name in ("scope", "prefix", "state", "name", "created"):
         table.add_column(name)

@@ -116,7 +116,6 @@ class PartitionRunner:
             return False
         self._renewed_at = time.monotonic()
         self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
-        self.counts["acquired"] += 1
         self.queue.register()
         self.metrics.lease_held.labels(self._label).set(1)
         self.metrics.lease_epoch.labels(self._label).set(self.epoch)
@@ -125,6 +124,8 @@ class PartitionRunner:
         if orphans:
             self.counts["orphans"] += orphans
             log.warning("partition %s: queued %s claimed commands that had no job", self.partition, orphans)
+        # Counted once the orphans are back in the queue: from here an empty queue means caught up.
+        self.counts["acquired"] += 1
         return True
 
     def _serve(self) -> None:

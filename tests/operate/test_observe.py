@@ -99,7 +99,7 @@ def test_worker_and_api_metrics_and_request_ids_in_worker_logs(cluster: Cluster)
 
 
 def worker_log_lines(cluster: Cluster, path: Any, request_id: str) -> list[str]:
-    deadline = time.monotonic() + 10  # the line is written after the outcome is committed
+    deadline = time.monotonic() + 60  # the line is written after the outcome is committed
     while time.monotonic() < deadline:
         found = [line for line in path.read_text().splitlines() if f'"request_id": "{request_id}"' in line]
         if found:

@@ -94,7 +94,7 @@ def sign_in(driver: WebDriver, key: str, account: str) -> None:
 
 
 def worker_lines(worker: WorkerProcess, command_id: str) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = [json.loads(line) for line in worker.log.read_text().splitlines() if command_id in line]
         if found:
