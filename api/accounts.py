@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from api.context import Context
@@ -26,12 +27,19 @@ def create_account(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]
             .returning(accounts.c.id)
         ).scalar_one_or_none()
         row = read_account(conn, new.id)
-    if row is None:  # only a concurrent delete could do this, and accounts are never deleted
-        raise NotFound(f"account {new.id!r} not found")
-    if inserted is None and (row["currency"], row["overdraft_limit"], row["metadata"]) != (
-        new.currency,
-        new.overdraft_limit,
-        new.metadata,
+        if row is None:  # only a concurrent delete could do this, and accounts are never deleted
+            raise NotFound(f"account {new.id!r} not found")
+        # Metadata is compared as jsonb, by Postgres: `1e23` sent again equals the stored 1e+23, which
+        # comes back to Python as an int and would differ from the float in the request.
+        same_metadata = (
+            inserted is not None
+            or conn.execute(
+                text("SELECT metadata = CAST(:m AS jsonb) FROM accounts WHERE id = :id"),
+                {"m": json.dumps(new.metadata), "id": new.id},
+            ).scalar_one()
+        )
+    if inserted is None and not (
+        same_metadata and (row["currency"], row["overdraft_limit"]) == (new.currency, new.overdraft_limit)
     ):
         raise Conflict(f"account {new.id!r} exists with other attributes")
     return inserted is not None, row

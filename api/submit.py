@@ -135,7 +135,8 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
             continue
         row = existing[command_id]
         if row.payload_hash != hashes[i]:
-            outcomes[i] = IdempotencyConflict(f"command {command_id!r} was already submitted with another payload")
+            # No id in the detail: the stored one may carry the key's scope, which its client never named.
+            outcomes[i] = IdempotencyConflict("this command id was already submitted with another payload")
             continue
         outcomes[i] = Submitted(command_id, row.status, row.partition, True, row.accepted_at)
         if row.status == "queued":

@@ -44,6 +44,7 @@ from shared.settings import Settings
 
 READY_TIMEOUT_S = 60.0
 KEY_NAME = "ledgerq dev"
+EXPORTED = ("LEDGERQ_DATABASE_URL", "LEDGERQ_REDIS_URL", "LEDGERQ_PARTITIONS", "LEDGERQ_SIGNING_KEY")
 SECRETS_FILE = "dev-secrets.json"
 STDERR_FD = 2
 KEY_LINE = "  key      admin scope (full access: keys, audit); make narrower ones with ledgerq keys create"
@@ -155,7 +156,8 @@ class _Dev:
     def print_ready(self, url: str, key: str, keep: bool) -> None:
         assert self.postgres is not None and self.redis is not None
         # For the in-process client and the CLI against this system (dev-only secrets):
-        exports = " ".join(f"{k}={self.env[k]}" for k in sorted(self.env) if k.startswith("LEDGERQ_"))
+        # Only what this run set: a LEDGERQ_* of the caller's shell (an old signing key, say) is not echoed.
+        exports = " ".join(f"{k}={self.env[k]}" for k in sorted(EXPORTED))
         lines = [
             f"ledgerq dev ready: url={url} key={key}",  # a contract: scripts parse this first line
             KEY_LINE,

@@ -130,6 +130,7 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("revoked_at", DateTime(timezone=True)),
     CheckConstraint("scope IN ('read', 'write', 'admin')", name="api_keys_scope"),
+    CheckConstraint("prefix ~ '^[A-Za-z0-9._:-]{0,128}$'", name="api_keys_prefix_charset"),
 )
 
 audit_log = Table(

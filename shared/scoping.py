@@ -51,12 +51,23 @@ def scope_command(prefix: str, command: AnyCommand) -> AnyCommand:
 def parse_stored(payload: dict[str, Any]) -> AnyCommand:
     """Validate a payload the API stored (possibly under a scoped id); raises ValueError.
 
-    pydantic's ValidationError is a ValueError, so one `except ValueError` covers both.
+    Metadata is carried, not re-checked: the API checked its size on the JSON the client sent, and
+    jsonb gives numbers back in another spelling (`1e300` as 301 digits), so a second check could
+    refuse what was acknowledged. Nothing the worker applies depends on it. pydantic's
+    ValidationError is a ValueError, so one `except ValueError` covers both.
     """
     raw_id = payload.get("id")
-    if not isinstance(raw_id, str) or SEPARATOR not in raw_id:
-        return parse_command(payload)
-    prefix, _, bare = raw_id.rpartition(SEPARATOR)
-    if not prefix or not ID_RE.fullmatch(prefix):
-        raise ValueError(f"stored id {raw_id!r} has no valid scope")
-    return scope_command(prefix, parse_command({**payload, "id": bare}))
+    metadata = payload.get("metadata")
+    checked = {**payload, "metadata": None}
+    prefix = ""
+    if isinstance(raw_id, str) and SEPARATOR in raw_id:
+        prefix, _, bare = raw_id.rpartition(SEPARATOR)
+        if not prefix or not ID_RE.fullmatch(prefix):
+            raise ValueError(f"stored id {raw_id!r} has no valid scope")
+        checked["id"] = bare
+    command = scope_command(prefix, parse_command(checked))
+    if metadata is None:
+        return command
+    if not isinstance(metadata, dict):
+        raise ValueError("stored metadata is not a JSON object")
+    return command.model_copy(update={"metadata": metadata})

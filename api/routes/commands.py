@@ -134,12 +134,12 @@ def _read_command(ctx: Context, command_id: str, key: ApiKey) -> dict[str, Any] 
     if row is None:
         return None
     result, detail = row.result, row.error_detail or ""
-    if not is_own(key.prefix, row.id):
-        # Another key's command is readable where it touches this key's accounts, and shows only
-        # their legs: the other accounts' balances are not this key's to see.
+    if key.prefix:
+        # A confined key sees only its accounts' legs, even of its own commands: the others' balances
+        # (another tenant's, or the `@world` account every tenant's deposits move) are not its to see.
         named = [row.payload.get("account_id", ""), row.payload.get("to_account_id", "")]
-        if not any(key.covers(a) for a in named if a):
-            return None
+        if not is_own(key.prefix, row.id) and not any(key.covers(a) for a in named if a):
+            return None  # another key's command that touches none of this key's accounts
         if result and "entries" in result:
             result = {**result, "entries": [e for e in result["entries"] if key.covers(e["account_id"])]}
         elif result and "account_id" in result and not key.covers(result["account_id"]):

@@ -112,7 +112,8 @@ class Cluster:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.05)
+                pass
+            time.sleep(0.05)
         raise RuntimeError(f"api did not answer /healthz within {START_S_MAX}s: {self._log_tail('api.log')}")
 
     def _log_tail(self, name: str) -> str:

@@ -77,12 +77,31 @@ def test_a_tenant_reads_every_command_in_its_accounts_entries(http: TestClient, 
             read = http.get(f"/v1/commands/{path}", headers=auth)
             assert read.status_code == 200 and read.json()["id"] == command_id, read.text
     foreign = http.get(f"/v1/commands/~{admin_transfer['id']}", headers=auth).json()
-    # Only this key's legs: the treasury's balance is not its to see.
+    # Only this key's legs: the treasury's balance is not its to see, nor `@world`'s of its own deposit.
     assert [leg["account_id"] for leg in foreign["result"]["entries"]] == [mine]
+    own_legs = http.get("/v1/commands/dep-own", headers=auth).json()["result"]["entries"]
+    assert [leg["account_id"] for leg in own_legs] == [mine]
     # The treasury's own deposit touches none of the key's accounts: as unknown as a missing id.
     for missing in (f"~{admin_deposit['id']}", admin_deposit["id"], admin_transfer["id"]):
         answer = http.get(f"/v1/commands/{missing}", headers=auth)
         assert answer.status_code == 404 and answer.json()["code"] == "not_found", missing
+
+
+def test_a_refused_transfer_into_a_tenant_hides_the_payers_balance(
+    http: TestClient, ctx: Context, workers: Workers
+) -> None:
+    """The tenant sees that it was refused and why (the code), not the payer's balance in the detail."""
+    shop = f"shop{uid()}:"
+    mine = open_account(http, f"{shop}a")
+    payer = open_account(http, uid("payer"))
+    transfer = {"id": uid("tr"), "type": "transfer", "account_id": payer, "to_account_id": mine, "amount": 10**6}
+    assert http.post("/v1/commands", json={**transfer, "currency": "USD"}).status_code == 202
+    unconfined = wait_final(http, transfer["id"])
+    assert unconfined["status"] == "rejected" and "balance 0" in unconfined["error"]["detail"]
+    seen = http.get(f"/v1/commands/~{transfer['id']}", headers=tenant(ctx, shop, "read")).json()
+    assert (seen["status"], seen["error"]["code"]) == ("rejected", "insufficient_funds")
+    assert "balance" not in seen["error"]["detail"] and seen["error"]["detail"].startswith("withheld")
+    assert "result" not in seen  # the payer's balance and seq
 
 
 def test_two_tenants_share_an_id_without_colliding_or_seeing_each_other(http: TestClient, ctx: Context) -> None:
@@ -96,6 +115,9 @@ def test_two_tenants_share_an_id_without_colliding_or_seeing_each_other(http: Te
         assert http.post("/v1/commands", json=body, headers=keys[shop]).status_code == 202
     first, second = shops
     assert http.get("/v1/commands/order-1", headers=keys[first]).json()["id"] == "order-1"
+    other = {"id": "order-1", "type": "deposit", "account_id": f"{first}a", "amount": 6, "currency": "USD"}
+    conflict = http.post("/v1/commands", json=other, headers=keys[first])
+    assert conflict.status_code == 409 and first not in conflict.text  # its id, never the stored scope
     for guess in (f"~{second}/order-1", f"{second}/order-1", "~order-1"):
         assert http.get(f"/v1/commands/{guess}", headers=keys[first]).status_code == 404, guess
     # An unconfined key names a tenant's command by its stored id, `/` and all (raw or %2F-escaped).
@@ -136,3 +158,19 @@ def test_what_the_api_stores_for_any_key_is_what_the_worker_parses(
     parsed = _parse(payload)
     assert not isinstance(parsed, str), parsed
     assert parsed.account_ids()[0] == body["account_id"]
+
+
+def test_numbers_that_postgres_respells_neither_fail_a_command_nor_conflict_an_account(
+    http: TestClient, workers: Workers
+) -> None:
+    """jsonb keeps `1e300` as 301 digits and `1e23` as an integer: an acknowledged command must still
+    apply, and the same account body sent again must still be a 200, not a 409."""
+    account = uid("num")
+    body = {"id": account, "currency": "USD", "metadata": {"x": 1e23}}
+    assert http.post("/v1/accounts", json=body).status_code == 201
+    assert http.post("/v1/accounts", json=body).status_code == 200
+    assert http.post("/v1/accounts", json={**body, "metadata": {"x": 2e23}}).status_code == 409
+    command = {"id": uid("big"), "type": "deposit", "account_id": account, "amount": 5, "currency": "USD"}
+    sent = http.post("/v1/commands", json={**command, "metadata": {f"k{i}": 1e300 for i in range(14)}})
+    assert sent.status_code == 202, sent.text
+    assert wait_final(http, command["id"])["status"] == "applied"

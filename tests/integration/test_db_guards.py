@@ -164,3 +164,13 @@ def test_command_ids_are_unique_and_statuses_closed(scratch_engine: Any) -> None
         conn.execute(text("UPDATE commands SET status = 'applied' WHERE id = :c"), {"c": command})  # no finished_at
     with pytest.raises(IntegrityError), scratch_engine.begin() as conn:
         conn.execute(text("UPDATE commands SET status = 'lost', finished_at = now() WHERE id = :c"), {"c": command})
+
+
+@pytest.mark.parametrize("prefix", ["shop/1:", "shop 1", "x" * 129, "~"])
+def test_a_key_prefix_outside_the_id_charset_is_refused(scratch_engine: Any, prefix: str) -> None:
+    """A `/` in a prefix would let scoped ids collide and its commands fail at the worker."""
+    with pytest.raises(IntegrityError), scratch_engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO api_keys (id, secret_hash, scope, prefix) VALUES (:i, 'h', 'write', :p)"),
+            {"i": uid("k")[:32], "p": prefix},
+        )

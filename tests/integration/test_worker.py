@@ -119,12 +119,17 @@ def test_a_second_worker_waits_while_the_first_owns_the_partition(ctx: Context) 
     first, second = runner(ctx.settings, ctx, partition), runner(ctx.settings, ctx, partition)
     t1 = threading.Thread(target=first.run, daemon=True)
     t1.start()
-    while not first.counts["acquired"]:
+    deadline = time.monotonic() + 60
+    while not first.counts["acquired"] and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert first.counts["acquired"] == 1
     t2 = threading.Thread(target=second.run, daemon=True)
     t2.start()
+    while not second.counts["waits"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert second.counts["waits"] >= 1  # it asked for the lease and was refused
     time.sleep(ctx.settings.lease_ttl_ms / 1000 * 1.5)  # longer than a lease: the first keeps renewing
-    assert second.counts["acquired"] == 0 and second.counts["waits"] >= 1
+    assert second.counts["acquired"] == 0
     first.stop.set()
     t1.join(timeout=10)
     deadline = time.monotonic() + 60

@@ -1,4 +1,4 @@
-"""Every problem `code` the API can answer is in the README's code list (and nothing it cannot)."""
+"""Every problem `code` the API can answer is in the README's code list."""
 
 from __future__ import annotations
 
