@@ -172,7 +172,7 @@ class Ledger:
         }
 
     def settings(self) -> Any:
-        from shared.settings import Settings
+        from ledgerq.shared.settings import Settings
 
         return Settings(
             database_url=self.url,
@@ -184,7 +184,7 @@ class Ledger:
 
     def start_workers(self, partitions: list[int]) -> list[subprocess.Popen[bytes]]:
         return [
-            subprocess.Popen([sys.executable, "-m", "shared.cli", "worker", "--partition", str(p)], env=self.env)
+            subprocess.Popen([sys.executable, "-m", "ledgerq.ops.cli", "worker", "--partition", str(p)], env=self.env)
             for p in partitions
         ]
 
@@ -209,7 +209,7 @@ class Ledger:
 
 
 def fresh_ledger(pg: Any, redis_url: str, hot: bool, partitions: int) -> Ledger:
-    from shared.db import fix_partitions, make_engine, migrate
+    from ledgerq.shared.db import fix_partitions, make_engine, migrate
 
     url = pg.create_database(f"bench_{time.time_ns()}")
     Redis.from_url(redis_url).flushdb()
@@ -229,7 +229,7 @@ def fresh_ledger(pg: Any, redis_url: str, hot: bool, partitions: int) -> Ledger:
 
 def submit_in_process(ledger: Ledger, n: int, many: bool) -> tuple[float, float]:
     """Accepted commands/s and the mean claim round size."""
-    from api.inprocess import LedgerClient
+    from ledgerq.api.inprocess import LedgerClient
 
     client = LedgerClient.from_settings(ledger.settings())
     try:
@@ -248,15 +248,15 @@ def submit_in_process(ledger: Ledger, n: int, many: bool) -> tuple[float, float]
 
 
 def submit_http(ledger: Ledger, n: int) -> tuple[float, float]:
-    from shared.apikeys import create_key
-    from shared.db import make_engine
+    from ledgerq.shared.apikeys import create_key
+    from ledgerq.shared.db import make_engine
 
     engine = make_engine(ledger.settings(), pool_size=1)
     token, _ = create_key(engine, "write", name="bench")
     engine.dispose()
     port = 18_000 + random.randrange(1000)
     server = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "api", "--port", str(port), "--workers", str(HTTP_PROCESSES)],
+        [sys.executable, "-m", "ledgerq.ops.cli", "api", "--port", str(port), "--workers", str(HTTP_PROCESSES)],
         env=ledger.env,
         stderr=subprocess.DEVNULL,
     )
@@ -342,7 +342,7 @@ def ledgerq_run(pg: Any, redis_url: str, n: int, hot: bool, partitions: int, doo
 
 def flat_memory(pg: Any, redis_url: str, n: int) -> None:
     """Queue `n` commands with no worker, then let one worker drain them, sampling its RSS."""
-    from api.inprocess import LedgerClient
+    from ledgerq.api.inprocess import LedgerClient
 
     ledger = fresh_ledger(pg, redis_url, hot=False, partitions=1)
     client = LedgerClient.from_settings(ledger.settings())
@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="*", default=["hot", "spread"], choices=["hot", "spread"])
     parser.add_argument("--queued", type=int, default=200_000, help="commands for the flat-memory run (0: skip)")
     args = parser.parse_args()
-    from shared.embedded import PostgresServer, RedisServer
+    from ledgerq.ops.embedded import PostgresServer, RedisServer
 
     root = Path(tempfile.mkdtemp(prefix="ledgerq-bench-"))
     os.chmod(root, 0o755)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from shared.routing import SYSTEM_PREFIX
+from ledgerq.shared.routing import SYSTEM_PREFIX
 
 
 @dataclass

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from api.context import Context
-from shared.apikeys import create_key
-from shared.db import fix_partitions, make_engine, migrate
-from shared.embedded import PostgresServer, RedisServer
-from shared.settings import Settings
+from ledgerq.api.app import create_app
+from ledgerq.api.context import Context
+from ledgerq.ops.embedded import PostgresServer, RedisServer
+from ledgerq.shared.apikeys import create_key
+from ledgerq.shared.db import fix_partitions, make_engine, migrate
+from ledgerq.shared.settings import Settings
 
 if TYPE_CHECKING:
     from tests.chaos.cluster import Cluster
@@ -33,7 +33,7 @@ def redis_major_version() -> int:
     import re
     import subprocess
 
-    from shared.embedded import find_redis_server
+    from ledgerq.ops.embedded import find_redis_server
 
     out = subprocess.run([str(find_redis_server()), "--version"], capture_output=True, text=True, check=True).stdout
     match = re.search(r"v=(\d+)\.", out)
@@ -114,7 +114,7 @@ class Workers:
     """In-process `ledgerq worker` over every partition, stoppable like SIGTERM would."""
 
     def __init__(self, settings: Settings) -> None:
-        from worker.main import run_worker
+        from ledgerq.worker.main import run_worker
 
         self.stop = threading.Event()
         self.thread = threading.Thread(

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import httpx
 
-from shared.apikeys import create_key
-from shared.db import fix_partitions, make_engine, migrate
-from shared.embedded import PostgresServer, RedisServer, free_port
-from shared.settings import Settings
+from ledgerq.ops.embedded import PostgresServer, RedisServer, free_port
+from ledgerq.shared.apikeys import create_key
+from ledgerq.shared.db import fix_partitions, make_engine, migrate
+from ledgerq.shared.settings import Settings
 from tests.conftest import SIGNING_KEY
 
-LEDGERQ = [sys.executable, "-m", "shared.cli"]
+LEDGERQ = [sys.executable, "-m", "ledgerq.ops.cli"]
 PARTITIONS = 4
 # A bound on waiting for a process to come up, far beyond any healthy start even on a loaded machine.
 START_S_MAX = 180

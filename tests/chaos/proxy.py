@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 
-from shared.embedded import free_port
+from ledgerq.ops.embedded import free_port
 
 CHUNK = 65536
 

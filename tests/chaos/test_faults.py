@@ -19,8 +19,8 @@ from rq import Queue
 from rq.registry import FailedJobRegistry, StartedJobRegistry, clean_registries
 from rq.serializers import JSONSerializer
 
-from shared.keys import inflight_key, lease_key, queue_name
-from shared.routing import partition_for
+from ledgerq.shared.keys import inflight_key, lease_key, queue_name
+from ledgerq.shared.routing import partition_for
 from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
 from tests.chaos.proxy import Proxy
 from tests.chaos.workload import History, line, record, run, settle, submit

@@ -15,12 +15,12 @@ import pytest
 from redis import Redis
 from sqlalchemy import text
 
-from shared.embedded import free_port
-from shared.keys import lease_key
-from shared.settings import Settings
+from ledgerq.ops.embedded import free_port
+from ledgerq.shared.keys import lease_key
+from ledgerq.shared.settings import Settings
 from tests.conftest import SIGNING_KEY, uid
 
-LEDGERQ = [sys.executable, "-m", "shared.cli"]
+LEDGERQ = [sys.executable, "-m", "ledgerq.ops.cli"]
 
 
 def env_for(database_url: str, redis_url: str, partitions: int = 4) -> dict[str, str]:

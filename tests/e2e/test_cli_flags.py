@@ -14,9 +14,9 @@ from typing import Any
 import click
 import pytest
 
-from shared.apikeys import create_key, revoke_key
-from shared.cli import cli
-from shared.settings import Settings
+from ledgerq.ops.cli import cli
+from ledgerq.shared.apikeys import create_key, revoke_key
+from ledgerq.shared.settings import Settings
 from tests.chaos.cluster import LEDGERQ
 from tests.conftest import uid
 

@@ -10,12 +10,12 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from sqlalchemy import text
 
-from api.app import create_app
-from api.context import Context
-from shared.db import make_engine
-from shared.embedded import free_port
-from shared.keys import job_key
-from shared.settings import Settings
+from ledgerq.api.app import create_app
+from ledgerq.api.context import Context
+from ledgerq.ops.embedded import free_port
+from ledgerq.shared.db import make_engine
+from ledgerq.shared.keys import job_key
+from ledgerq.shared.settings import Settings
 from tests.conftest import redis_major_version, uid
 
 

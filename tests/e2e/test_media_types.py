@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.context import Context
-from shared.keys import queue_key
-from shared.schema import accounts, commands
+from ledgerq.api.context import Context
+from ledgerq.shared.keys import queue_key
+from ledgerq.shared.schema import accounts, commands
 from tests.conftest import PARTITIONS, uid
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}

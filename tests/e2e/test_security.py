@@ -13,12 +13,12 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from api.context import Context
-from shared.keys import JOB_FUNC, inflight_key, job_id, job_key, queue_key
-from shared.settings import Settings
-from shared.signing import sign
+from ledgerq.api.context import Context
+from ledgerq.shared.keys import JOB_FUNC, inflight_key, job_id, job_key, queue_key
+from ledgerq.shared.settings import Settings
+from ledgerq.shared.signing import sign
+from ledgerq.worker.jobs import QUARANTINE_KEY
 from tests.conftest import Workers, uid, wait_final
-from worker.jobs import QUARANTINE_KEY
 
 
 def push(ctx: Context, partition: int, jid: str, data: bytes) -> None:

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from sqlalchemy import func, select, text
 
-from api.context import Context
-from shared.apikeys import create_key, revoke_key
-from shared.keys import job_key, queue_key
-from shared.schema import commands
+from ledgerq.api.context import Context
+from ledgerq.shared.apikeys import create_key, revoke_key
+from ledgerq.shared.keys import job_key, queue_key
+from ledgerq.shared.schema import commands
 from tests.conftest import PARTITIONS, uid, wait_final
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
@@ -270,7 +270,7 @@ def test_prefix_key_sees_only_its_accounts(http: TestClient, ctx: Context) -> No
 
 
 def test_a_key_over_its_rate_limit_gets_429_with_retry_after(ctx: Context, settings: Any, account: str) -> None:
-    from api.app import create_app
+    from ledgerq.api.app import create_app
 
     limited = Context(settings.model_copy(update={"rate_limit": "3/minute"}), ctx.engine, ctx.redis)
     secret, _ = create_key(ctx.engine, "read", name="rate-limited")
@@ -286,7 +286,7 @@ def test_a_full_partition_queue_pushes_back_with_503(
     ctx: Context, settings: Any, http: TestClient, account: str
 ) -> None:
     """Back-pressure instead of unbounded Redis growth: nothing is claimed or enqueued."""
-    from api.app import create_app
+    from ledgerq.api.app import create_app
 
     assert http.post("/v1/commands", json=deposit(account)).status_code == 202  # no worker: it waits
     bounded = Context(settings.model_copy(update={"queue_depth_max": 1}), ctx.engine, ctx.redis)

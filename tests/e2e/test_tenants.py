@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from api.context import Context
-from shared.apikeys import create_key
+from ledgerq.api.context import Context
+from ledgerq.shared.apikeys import create_key
+from ledgerq.worker.apply import _parse
 from tests.conftest import Workers, uid, wait_final
 from tests.unit.test_scoping import bodies, prefixes
-from worker.apply import _parse
 
 
 def tenant(ctx: Context, prefix: str, scope: str = "write") -> dict[str, str]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.context import Context
-from shared.settings import Settings
+from ledgerq.api.context import Context
+from ledgerq.shared.settings import Settings
 from tests.chaos.workload import random_command
 from tests.checker import check
 from tests.conftest import SIGNING_KEY, uid, wait_final
@@ -74,5 +74,7 @@ def test_random_workload_keeps_every_invariant(http: TestClient, ctx: Context, s
         "LEDGERQ_PARTITIONS": str(settings.partitions),
         "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
     }
-    verified = subprocess.run([sys.executable, "-m", "shared.cli", "verify"], env=env, capture_output=True, text=True)
+    verified = subprocess.run(
+        [sys.executable, "-m", "ledgerq.ops.cli", "verify"], env=env, capture_output=True, text=True
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr

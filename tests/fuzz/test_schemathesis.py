@@ -9,8 +9,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from api.app import create_app
-from api.context import Context
+from ledgerq.api.app import create_app
+from ledgerq.api.context import Context
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 

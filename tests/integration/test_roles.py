@@ -10,11 +10,11 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
-from api.context import Context
-from api.inprocess import LedgerClient
-from shared.settings import Settings
+from ledgerq.api.context import Context
+from ledgerq.api.inprocess import LedgerClient
+from ledgerq.shared.settings import Settings
+from ledgerq.worker.runner import PartitionRunner
 from tests.conftest import uid
-from worker.runner import PartitionRunner
 
 
 def login_as(engine: Any, settings: Settings, group: str) -> Settings:

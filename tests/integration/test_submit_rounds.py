@@ -11,11 +11,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import text
 
-from api.context import Context
-from api.inprocess import LedgerClient
-from api.submit import Submitted
-from shared.errors import CurrencyMismatch, IdempotencyConflict, UnknownAccount
-from shared.keys import JOB_FUNC, job_id, queue_key, queue_name
+from ledgerq.api.context import Context
+from ledgerq.api.inprocess import LedgerClient
+from ledgerq.api.submit import Submitted
+from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, UnknownAccount
+from ledgerq.shared.keys import JOB_FUNC, job_id, queue_key, queue_name
 from tests.conftest import uid
 
 

@@ -11,18 +11,18 @@ import pytest
 from redis import Redis
 from sqlalchemy import text
 
-from api.context import Context
-from api.inprocess import LedgerClient
-from shared.db import fix_partitions, make_engine, migrate
-from shared.embedded import PostgresServer
-from shared.errors import ConfigurationError, Fenced
-from shared.keys import inflight_key, job_id, lease_key, queue_key
-from shared.routing import partition_for
-from shared.settings import Settings
+from ledgerq.api.context import Context
+from ledgerq.api.inprocess import LedgerClient
+from ledgerq.ops.embedded import PostgresServer
+from ledgerq.shared.db import fix_partitions, make_engine, migrate
+from ledgerq.shared.errors import ConfigurationError, Fenced
+from ledgerq.shared.keys import inflight_key, job_id, lease_key, queue_key
+from ledgerq.shared.routing import partition_for
+from ledgerq.shared.settings import Settings
+from ledgerq.worker.apply import apply_batch
+from ledgerq.worker.lease import Lease, bump_epoch
+from ledgerq.worker.runner import PartitionRunner
 from tests.conftest import SIGNING_KEY, uid
-from worker.apply import apply_batch
-from worker.lease import Lease, bump_epoch
-from worker.runner import PartitionRunner
 
 
 def account_on(ctx: Context, partition: int, currency: str = "USD") -> str:
@@ -150,7 +150,7 @@ def test_a_dead_owners_inflight_batch_is_applied_first_and_in_order(ctx: Context
     # A worker takes three jobs and dies before applying them (its lease lapses).
     dead = Lease(redis, partition, "dead-owner", 200)
     assert dead.try_acquire()
-    from worker.partition_queue import PartitionQueue
+    from ledgerq.worker.partition_queue import PartitionQueue
 
     taken = PartitionQueue(redis, partition, result_ttl_s=60, failure_ttl_s=60).take("dead-owner", 3)
     assert taken.job_ids == [job_id(i) for i in ids[:3]]
@@ -166,7 +166,7 @@ def test_a_command_that_raises_is_failed_after_bounded_attempts(
     ctx: Context, client: LedgerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Poison: the bad command is recorded `failed`; the ones around it apply, in order."""
-    import worker.apply as apply_module
+    import ledgerq.worker.apply as apply_module
 
     partition = 1
     account = account_on(ctx, partition)

@@ -10,7 +10,7 @@ from collections import Counter
 
 from redis import Redis
 
-from shared.keys import lease_key
+from ledgerq.shared.keys import lease_key
 from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
 from tests.chaos.workload import line, run
 

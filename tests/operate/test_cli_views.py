@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from shared.cli import status_table
+from ledgerq.ops.cli import status_table
 from tests.chaos.cluster import LEDGERQ, PARTITIONS, Cluster
 from tests.conftest import uid
 

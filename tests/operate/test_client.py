@@ -13,20 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from api.client import AsyncLedgerqClient, LedgerqClient, RetryPolicy
-from api.inprocess import InProcessClient
-from shared.embedded import free_port
-from shared.errors import (
-    Conflict,
-    IdempotencyConflict,
-    InvalidRequest,
-    LedgerError,
-    NotFound,
-    RateLimited,
-    Unauthorized,
-    UnknownAccount,
-    ValidationFailed,
-)
+import ledgerq_client as remote_errors
+from ledgerq.api.inprocess import InProcessClient
+from ledgerq.ops.embedded import free_port
+from ledgerq.shared import errors as server_errors
+from ledgerq_client import AsyncLedgerqClient, LedgerqClient, RetryPolicy
 from tests.chaos.cluster import LEDGERQ, Cluster
 from tests.conftest import uid
 
@@ -105,20 +96,20 @@ def test_submit_wait_and_typed_outcomes(live: Cluster) -> None:
 def test_4xx_is_never_retried_and_raises_the_typed_error(live: Cluster) -> None:
     transport = Flaky([])
     with LedgerqClient(live.url, live.key, retry=FAST, transport=transport) as ledger:
-        with pytest.raises(UnknownAccount) as unknown:
+        with pytest.raises(remote_errors.UnknownAccount) as unknown:
             ledger.submit("deposit", uid("nobody"), 1, "USD")
         assert unknown.value.status == 422 and unknown.value.problem is not None
         assert unknown.value.problem["code"] == "unknown_account"
         account = uid("acct")
         ledger.create_account(account, "USD")
         first = ledger.submit("deposit", account, 1, "USD")
-        with pytest.raises(IdempotencyConflict) as conflict:
+        with pytest.raises(remote_errors.IdempotencyConflict) as conflict:
             ledger.submit("deposit", account, 2, "USD", id=first.id)
         assert conflict.value.status == 409
     assert transport.statuses == [422, 201, 202, 409]  # one attempt each
     with (
         LedgerqClient(live.url, "lq_not_a_key", retry=FAST, transport=transport) as stranger,
-        pytest.raises(Unauthorized),
+        pytest.raises(remote_errors.Unauthorized),
     ):
         stranger.account("x")
     assert transport.statuses[-1] == 401 and len(transport.statuses) == 5
@@ -172,7 +163,7 @@ def test_429_from_a_rate_limited_api_is_retried_until_accepted(live: Cluster) ->
         assert 429 in transport.statuses, transport.statuses
         assert transport.statuses.count(202) == 8 and not any(a.replayed for a in accepted)
         hasty = LedgerqClient(url, live.key, retry=RetryPolicy(attempts_max=1), transport=Flaky([]))
-        with hasty, pytest.raises(RateLimited) as limited:
+        with hasty, pytest.raises(remote_errors.RateLimited) as limited:
             for _ in range(10):
                 hasty.account(account)
         assert limited.value.status == 429 and limited.value.retry_after_s is not None
@@ -202,12 +193,12 @@ def test_validation_failed_is_its_own_error_with_the_field_errors(live: Cluster)
     with LedgerqClient(live.url, live.key, retry=FAST) as ledger:
         account = uid("val")
         ledger.create_account(account, "USD")
-        with pytest.raises(ValidationFailed) as failed:
+        with pytest.raises(remote_errors.ValidationFailed) as failed:
             ledger.submit("deposit", account, 0, "usd", id="bad id")
-    assert isinstance(failed.value, InvalidRequest) and failed.value.status == 422
+    assert isinstance(failed.value, remote_errors.InvalidRequest) and failed.value.status == 422
     fields = {error["loc"][-1] for error in failed.value.errors}
     assert {"id", "amount", "currency"} <= fields, failed.value.errors
-    with InProcessClient(live.settings) as local, pytest.raises(ValidationFailed) as locally:
+    with InProcessClient(live.settings) as local, pytest.raises(server_errors.ValidationFailed) as locally:
         local.submit("deposit", account, 0, "USD")
     assert [error["loc"][-1] for error in locally.value.errors] == ["amount"]
 
@@ -221,14 +212,15 @@ def test_in_process_client_has_every_call_of_the_http_client(live: Cluster) -> N
         made = ledger.create_account(account, "USD", overdraft_limit=5, metadata={"owner": "carol"})
         assert (made.id, made.balance, made.overdraft_limit, made.metadata) == (account, 0, 5, {"owner": "carol"})
         assert ledger.create_account(account, "USD", overdraft_limit=5, metadata={"owner": "carol"}) == made
-        with pytest.raises(Conflict):
+        with pytest.raises(server_errors.Conflict):
             ledger.create_account(account, "EUR")
-        with pytest.raises(ValidationFailed):
+        with pytest.raises(server_errors.ValidationFailed):
             ledger.create_account("bad id", "USD")
-        with pytest.raises(NotFound):
+        with pytest.raises(server_errors.NotFound):
             ledger.account(uid("ghost"))
     with LedgerqClient(live.url, live.key, retry=FAST) as remote:
-        assert remote.account(account) == made
+        seen = remote.account(account)
+    assert (seen.id, seen.balance, seen.overdraft_limit, seen.metadata) == (account, 0, 5, {"owner": "carol"})
 
 
 def test_in_process_client_has_the_same_calls(live: Cluster) -> None:
@@ -242,7 +234,7 @@ def test_in_process_client_has_the_same_calls(live: Cluster) -> None:
         refused = ledger.submit("withdraw", account, 8, "USD")
         outcome = ledger.wait(refused.id, timeout_s=30)
         assert outcome.status == "rejected" and outcome.error and outcome.error.code == "insufficient_funds"
-        with pytest.raises(UnknownAccount):
+        with pytest.raises(server_errors.UnknownAccount):
             ledger.submit("deposit", uid("ghost"), 1, "USD")
-        with pytest.raises(LedgerError):
+        with pytest.raises(server_errors.LedgerError):
             ledger.status("no-such-command")

@@ -23,9 +23,9 @@ import yaml
 from redis import Redis
 from redis.exceptions import AuthenticationError, ResponseError
 
-from shared.embedded import PostgresServer, find_redis_server, free_port
-from shared.keys import lease_key
-from shared.observe import redis_durability
+from ledgerq.ops.embedded import PostgresServer, find_redis_server, free_port
+from ledgerq.shared.keys import lease_key
+from ledgerq.shared.observe import redis_durability
 from tests.conftest import SIGNING_KEY, uid
 
 ROOT = Path(__file__).resolve().parents[2]

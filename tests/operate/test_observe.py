@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from shared.embedded import free_port
+from ledgerq.ops.embedded import free_port
 from tests.chaos.cluster import PARTITIONS, Cluster
 from tests.conftest import uid
 
@@ -129,7 +129,7 @@ def test_metrics_for_a_partition_with_jobs_waiting_and_no_worker(cluster: Cluste
 def test_lease_held_follows_a_lost_and_retaken_lease(cluster: Cluster) -> None:
     from redis import Redis
 
-    from shared.keys import lease_key
+    from ledgerq.shared.keys import lease_key
 
     port = free_port()
     cluster.add_worker([0], LEDGERQ_METRICS_PORT=str(port))

@@ -42,7 +42,7 @@ def live(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]
 
 
 def open_account(cluster: Cluster, balance: int = 0) -> str:
-    from api.client import LedgerqClient
+    from ledgerq_client import LedgerqClient
 
     account = uid("readme")
     with LedgerqClient(cluster.url, cluster.key) as ledger:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from shared.keys import lease_key
+from ledgerq.shared.keys import lease_key
 from tests.chaos.cluster import PARTITIONS, Cluster
 from tests.chaos.workload import line, run
 

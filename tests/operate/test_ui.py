@@ -19,7 +19,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import text
 
-from shared.apikeys import create_key
+from ledgerq.shared.apikeys import create_key
 from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
 from tests.conftest import uid
 

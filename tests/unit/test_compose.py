@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from shared.cli import cli
+from ledgerq.ops.cli import cli
 
 ROOT = Path(__file__).parents[2]
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from shared.commands import AMOUNT_MAX, Deposit, parse_command
-from shared.keys import job_id
-from shared.routing import partition_for, stable_hash, world_account
+from ledgerq.shared.commands import AMOUNT_MAX, Deposit, parse_command
+from ledgerq.shared.keys import job_id
+from ledgerq.shared.routing import partition_for, stable_hash, world_account
 
 GOOD = {"id": "c-1", "type": "deposit", "account_id": "a:1", "amount": 1, "currency": "USD"}
 
@@ -69,7 +69,7 @@ def test_routing_is_stable_and_in_range() -> None:
     assert spread == set(range(8))
     # Same answer in a fresh interpreter (Python's hash() would differ per process).
     out = subprocess.run(
-        [sys.executable, "-c", "from shared.routing import stable_hash; print(stable_hash('alice'))"],
+        [sys.executable, "-c", "from ledgerq.shared.routing import stable_hash; print(stable_hash('alice'))"],
         capture_output=True,
         text=True,
         check=True,
@@ -86,9 +86,12 @@ def test_job_ids_are_valid_rq_ids_and_distinct() -> None:
 
 def test_importing_the_api_does_not_load_the_worker() -> None:
     """Dependencies point one way: api → shared ← worker."""
-    code = "import sys, api.app, api.inprocess, shared.cli; print(any(m.startswith('worker') for m in sys.modules))"
+    code = (
+        "import sys, ledgerq.api.app, ledgerq.api.inprocess, ledgerq.ops.cli; "
+        "print(any(m.startswith('ledgerq.worker') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    code = "import sys, worker.main; print(any(m.startswith('api') for m in sys.modules))"
+    code = "import sys, ledgerq.worker.main; print(any(m.startswith('ledgerq.api') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

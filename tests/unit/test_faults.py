@@ -11,8 +11,8 @@ import sys
 import fakeredis
 import pytest
 
-from worker.faults import _parse
-from worker.lease import Lease
+from ledgerq.worker.faults import _parse
+from ledgerq.worker.lease import Lease
 
 
 def test_fault_specs_parse_and_refuse_unknown_points() -> None:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.group_commit import GroupCommit
+from ledgerq.api.group_commit import GroupCommit
 
 
 class Recorder:

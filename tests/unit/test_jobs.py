@@ -9,11 +9,11 @@ import zlib
 import fakeredis
 import pytest
 
-from shared.errors import Fenced
-from shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
-from shared.signing import sign
-from worker.jobs import apply_command, decode_jobs
-from worker.partition_queue import PartitionQueue
+from ledgerq.shared.errors import Fenced
+from ledgerq.shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
+from ledgerq.shared.signing import sign
+from ledgerq.worker.jobs import apply_command, decode_jobs
+from ledgerq.worker.partition_queue import PartitionQueue
 
 
 def put_job(redis: fakeredis.FakeRedis, jid: str, data: bytes) -> None:
@@ -56,6 +56,15 @@ def test_only_ledgerq_jobs_with_matching_ids_are_accepted() -> None:
     tampered[3]["command"]["amount"] = 10**9
     put_job(redis, job_id("c7"), zlib.compress(json.dumps(tampered).encode()))
     assert decode_jobs([job_id("c7")], stored_data(redis, [job_id("c7")]), [KEY])[0].problem == "invalid_signature"
+
+
+def test_a_job_queued_before_the_namespace_move_is_still_accepted() -> None:
+    """Jobs in Redis during an upgrade name `worker.jobs.apply_command`; they are ours and apply."""
+    redis = fakeredis.FakeRedis()
+    put_job(redis, job_id("old"), json_job("worker.jobs.apply_command", "old"))
+    put_job(redis, job_id("near"), json_job("worker.jobs.apply_commands", "near"))
+    decoded = decode_jobs([job_id("old"), job_id("near")], stored_data(redis, [job_id("old"), job_id("near")]), [KEY])
+    assert [d.command_id for d in decoded] == ["old", None]
 
 
 def test_the_job_function_refuses_to_run_under_rq() -> None:

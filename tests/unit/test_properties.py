@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.commands import AMOUNT_MAX, ID_RE, Deposit, Transfer, Withdraw, parse_command
-from worker.rules import AccountState, Applied, apply_legs, plan
+from ledgerq.shared.commands import AMOUNT_MAX, ID_RE, Deposit, Transfer, Withdraw, parse_command
+from ledgerq.worker.rules import AccountState, Applied, apply_legs, plan
 
 WORLD = "@world:USD:0"
 ACCOUNTS = ["a", "b", "c"]

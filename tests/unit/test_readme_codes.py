@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.errors import LedgerError
+from ledgerq.shared.errors import LedgerError
 
 ROOT = Path(__file__).resolve().parents[2]
 # Codes that are recorded on commands, never answered as a problem by the API.
@@ -23,7 +23,8 @@ def error_codes() -> set[str]:
 
 def literal_codes() -> set[str]:
     """Codes written as literals where the API builds problems by hand."""
-    sources = [(ROOT / "api" / "problems.py").read_text(), (ROOT / "api" / "routes" / "ops.py").read_text()]
+    api = ROOT / "api" / "ledgerq" / "api"
+    sources = [(api / "problems.py").read_text(), (api / "routes" / "ops.py").read_text()]
     found = set()
     for source in sources:
         found |= set(re.findall(r'problem\(\s*\d{3},\s*"([a-z_]+)"', source))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.commands import AMOUNT_MAX, Deposit, Transfer, Withdraw
-from shared.errors import InvariantViolation
-from worker.rules import AccountState, Applied, Leg, Rejected, apply_legs, plan
+from ledgerq.shared.commands import AMOUNT_MAX, Deposit, Transfer, Withdraw
+from ledgerq.shared.errors import InvariantViolation
+from ledgerq.worker.rules import AccountState, Applied, Leg, Rejected, apply_legs, plan
 
 WORLD = "@world:USD:0"
 

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.commands import AMOUNT_MAX, COMMAND_ADAPTER
-from shared.scoping import is_own, parse_stored, scope_command, shown_id, stored_id
+from ledgerq.shared.commands import AMOUNT_MAX, COMMAND_ADAPTER
+from ledgerq.shared.scoping import is_own, parse_stored, scope_command, shown_id, stored_id
 
 ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-"
 ids = st.text(alphabet=ID_CHARS, min_size=1, max_size=128)
@@ -20,10 +20,14 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**53), 2**53)
-    | st.text(alphabet=st.characters(exclude_characters="\x00")),
+    | st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"])),
     lambda inner: (
         st.lists(inner, max_size=3)
-        | st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), inner, max_size=3)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=8),
+            inner,
+            max_size=3,
+        )
     ),
     max_leaves=10,
 )
@@ -46,10 +50,16 @@ def bodies(draw: st.DrawFn, prefix: str) -> dict[str, Any]:
             ids.filter(lambda s: prefix + s != account).map(lambda s: s[: 128 - len(prefix)] or "b")
         )
     if draw(st.booleans()):
-        body["reference"] = draw(st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=256))
+        body["reference"] = draw(
+            st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=256)
+        )
     if draw(st.booleans()):
         body["metadata"] = draw(
-            st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), json_values, max_size=4)
+            st.dictionaries(
+                st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=8),
+                json_values,
+                max_size=4,
+            )
         )
     return body
 

@@ -1,0 +1,66 @@
+"""ledgerq's HTTP client for web backends: `LedgerqClient` (sync) and `AsyncLedgerqClient`.
+
+    from ledgerq_client import LedgerqClient
+
+    with LedgerqClient("http://ledgerq:8000", api_key) as ledger:
+        accepted = ledger.submit("withdraw", "alice", 5_000, "USD", id=f"wd-{form_token}")
+        outcome = ledger.wait(accepted.id, timeout_s=10)
+
+It depends on httpx and tenacity only: no server code, no database or Redis driver.
+"""
+
+from ledgerq_client.client import AsyncLedgerqClient, LedgerqClient, RetryPolicy, new_command_id
+from ledgerq_client.errors import (
+    BodyTooLarge,
+    ConfigurationError,
+    Conflict,
+    CurrencyMismatch,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidJson,
+    InvalidRequest,
+    LedgerError,
+    NotFound,
+    QueueFull,
+    RateLimited,
+    Rejection,
+    RequestError,
+    TransientFault,
+    Unauthorized,
+    UnknownAccount,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ledgerq_client.models import Accepted, Account, Command, CommandError, CommandStatus, CommandType
+
+__all__ = [
+    "Accepted",
+    "Account",
+    "AsyncLedgerqClient",
+    "BodyTooLarge",
+    "Command",
+    "CommandError",
+    "CommandStatus",
+    "CommandType",
+    "ConfigurationError",
+    "Conflict",
+    "CurrencyMismatch",
+    "Forbidden",
+    "IdempotencyConflict",
+    "InvalidJson",
+    "InvalidRequest",
+    "LedgerError",
+    "LedgerqClient",
+    "NotFound",
+    "QueueFull",
+    "RateLimited",
+    "Rejection",
+    "RequestError",
+    "RetryPolicy",
+    "TransientFault",
+    "Unauthorized",
+    "UnknownAccount",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+    "new_command_id",
+]

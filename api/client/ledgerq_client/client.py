@@ -1,0 +1,259 @@
+"""The client for web backends: `LedgerqClient` (sync) and `AsyncLedgerqClient`, over HTTP.
+
+    with LedgerqClient("http://ledgerq:8000", api_key) as ledger:
+        accepted = ledger.submit("withdraw", "alice", 5_000, "USD", reference="order 42")
+        outcome = ledger.wait(accepted.id, timeout_s=10)   # long-poll; outcome.status: applied | rejected | ...
+
+`submit` picks the command id (or takes yours) before the first attempt and
+sends that same id on every retry, so a retry can never apply a command
+twice: the server answers a repeat with the first outcome. Connection errors,
+5xx and 429 are retried with bounded, jittered backoff (Retry-After is
+honoured up to the bound); a 4xx is never retried. Every error is a
+`ledgerq_client.LedgerError` subclass chosen by the problem's `code` (for
+example `IdempotencyConflict`, `UnknownAccount`, `RateLimited`, `Unauthorized`),
+carrying `.status`, `.problem` and `.detail`. For Python backends that share
+ledgerq's Postgres and Redis, the server's `ledgerq.api.inprocess.InProcessClient`
+has the same calls without HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity.wait import wait_exponential_jitter
+
+from ledgerq_client.errors import ERRORS_BY_CODE, LedgerError, TransientFault, ValidationFailed
+from ledgerq_client.models import FINAL_STATUSES, Accepted, Account, Command, CommandType
+
+WAIT_S_MAX = 30  # the API's long-poll bound per request
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts_max: int = 6
+    backoff_s_initial: float = 0.1
+    backoff_s_max: float = 2.0
+    total_s_max: float = 30.0
+
+
+def new_command_id() -> str:
+    return f"cmd-{uuid.uuid4().hex}"
+
+
+def command_body(
+    type: CommandType,
+    account_id: str,
+    amount: int,
+    currency: str,
+    *,
+    id: str | None = None,
+    to_account_id: str | None = None,
+    reference: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON of a command, its id fixed here, once, whatever happens to the attempts."""
+    body: dict[str, Any] = {
+        "id": id or new_command_id(),
+        "type": type,
+        "account_id": account_id,
+        "amount": amount,
+        "currency": currency,
+    }
+    optional = {"to_account_id": to_account_id, "reference": reference, "metadata": metadata}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def account_body(
+    account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON of a new account."""
+    body: dict[str, Any] = {"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+    if metadata is not None:
+        body["metadata"] = metadata
+    return body
+
+
+def raise_for_problem(response: httpx.Response) -> None:
+    """Raise the `LedgerError` a problem+json answer names; anything below 400 passes."""
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:  # a proxy's HTML page, say
+        body = None
+    problem: dict[str, Any] = body if isinstance(body, dict) else {}
+    code = str(problem.get("code") or ("unavailable" if response.status_code >= 500 else "ledger_error"))
+    fallback = TransientFault if response.status_code >= 500 else LedgerError
+    error = ERRORS_BY_CODE.get(code, fallback)(str(problem.get("detail") or response.reason_phrase), code=code)
+    error.status, error.problem = response.status_code, problem
+    if isinstance(error, ValidationFailed):
+        found = problem.get("errors")
+        error.errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    retry_after = response.headers.get("retry-after", "")
+    error.retry_after_s = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
+    raise error
+
+
+def retryable(exc: BaseException) -> bool:
+    """Connection errors, 5xx and 429: the same request may succeed later. Never another 4xx."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, LedgerError) and exc.status is not None and (exc.status >= 500 or exc.status == 429)
+
+
+def _retry_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+    backoff = wait_exponential_jitter(
+        multiplier=policy.backoff_s_initial, max=policy.backoff_s_max, jitter=policy.backoff_s_initial
+    )
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = exc.retry_after_s if isinstance(exc, LedgerError) else None
+        return min(hinted, policy.backoff_s_max) if hinted else float(backoff(state))
+
+    return {
+        "retry": retry_if_exception(retryable),
+        "stop": stop_after_attempt(policy.attempts_max) | stop_after_delay(policy.total_s_max),
+        "wait": wait,
+        "reraise": True,
+    }
+
+
+def _accepted(response: httpx.Response) -> Accepted:
+    body = response.json()
+    return Accepted(body["id"], body["status"], body["partition"], response.status_code == 200)
+
+
+def _poll_s(deadline: float) -> float:
+    """How long the next long-poll may wait: what is left of the caller's timeout, within the API's bound."""
+    return round(max(0.0, min(WAIT_S_MAX, deadline - time.monotonic())), 3)
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "User-Agent": "ledgerq-client"}
+
+
+class LedgerqClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout_s, transport=transport)
+
+    def __enter__(self) -> LedgerqClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in Retrying(**_retry_kwargs(self.retry)):
+            with attempt:
+                response = self._http.request(method, path, **kwargs)
+                raise_for_problem(response)
+        return response
+
+    def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
+        """Enqueue a command (options: id, to_account_id, reference, metadata); the id is in the answer."""
+        body = command_body(type, account_id, amount, currency, **options)
+        return _accepted(self._request("POST", "/v1/commands", json=body))
+
+    def status(self, command_id: str, *, wait_s: float = 0) -> Command:
+        response = self._request(
+            "GET", f"/v1/commands/{command_id}", params={"wait": wait_s}, timeout=self.timeout_s + wait_s
+        )
+        return Command.from_json(response.json())
+
+    def wait(self, command_id: str, timeout_s: float = 30.0) -> Command:
+        """Long-poll until the command is final or `timeout_s` passes; returns the last status read."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.status(command_id, wait_s=_poll_s(deadline))
+            if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
+                return found
+
+    def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> Account:
+        body = account_body(account_id, currency, overdraft_limit=overdraft_limit, metadata=metadata)
+        return Account.from_json(self._request("POST", "/v1/accounts", json=body).json())
+
+    def account(self, account_id: str) -> Account:
+        return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}").json())
+
+
+class AsyncLedgerqClient:
+    """`LedgerqClient` for asyncio code (FastAPI, Starlette, aiohttp): the same calls, awaited."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retry = retry
+        self.timeout_s = timeout_s
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(api_key), timeout=timeout_s, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncLedgerqClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async for attempt in AsyncRetrying(**_retry_kwargs(self.retry)):
+            with attempt:
+                response = await self._http.request(method, path, **kwargs)
+                raise_for_problem(response)
+        return response
+
+    async def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
+        body = command_body(type, account_id, amount, currency, **options)
+        return _accepted(await self._request("POST", "/v1/commands", json=body))
+
+    async def status(self, command_id: str, *, wait_s: float = 0) -> Command:
+        response = await self._request(
+            "GET", f"/v1/commands/{command_id}", params={"wait": wait_s}, timeout=self.timeout_s + wait_s
+        )
+        return Command.from_json(response.json())
+
+    async def wait(self, command_id: str, timeout_s: float = 30.0) -> Command:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = await self.status(command_id, wait_s=_poll_s(deadline))
+            if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
+                return found
+
+    async def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> Account:
+        body = account_body(account_id, currency, overdraft_limit=overdraft_limit, metadata=metadata)
+        return Account.from_json((await self._request("POST", "/v1/accounts", json=body)).json())
+
+    async def account(self, account_id: str) -> Account:
+        return Account.from_json((await self._request("GET", f"/v1/accounts/{account_id}")).json())

@@ -1,0 +1,69 @@
+"""Accounts for every door (HTTP routes and the in-process client): create idempotently, read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, select, text
+from sqlalchemy.dialects.postgresql import insert
+
+from ledgerq.api.context import Context
+from ledgerq.shared.commands import NewAccount
+from ledgerq.shared.errors import Conflict, NotFound
+from ledgerq.shared.schema import accounts
+
+NEW_ACCOUNT = TypeAdapter(NewAccount)
+
+
+def create_account(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]:
+    """(created, the account): the same attributes again is not an error; other ones are a `Conflict`."""
+    with ctx.engine.begin() as conn:
+        inserted = conn.execute(
+            insert(accounts)
+            .values(id=new.id, currency=new.currency, overdraft_limit=new.overdraft_limit, metadata=new.metadata)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(accounts.c.id)
+        ).scalar_one_or_none()
+        row = read_account(conn, new.id)
+        if row is None:  # only a concurrent delete could do this, and accounts are never deleted
+            raise NotFound(f"account {new.id!r} not found")
+        # Metadata is compared as jsonb, by Postgres: `1e23` sent again equals the stored 1e+23, which
+        # comes back to Python as an int and would differ from the float in the request.
+        same_metadata = (
+            inserted is not None
+            or conn.execute(
+                text("SELECT metadata = CAST(:m AS jsonb) FROM accounts WHERE id = :id"),
+                {"m": json.dumps(new.metadata), "id": new.id},
+            ).scalar_one()
+        )
+    if inserted is None and not (
+        same_metadata and (row["currency"], row["overdraft_limit"]) == (new.currency, new.overdraft_limit)
+    ):
+        raise Conflict(f"account {new.id!r} exists with other attributes")
+    return inserted is not None, row
+
+
+def read_account(conn: Connection, account_id: str) -> dict[str, Any] | None:
+    """A user account as the API shows it (system accounts such as `@world` are not shown)."""
+    row = conn.execute(
+        select(
+            accounts.c.id,
+            accounts.c.currency,
+            accounts.c.balance,
+            accounts.c.overdraft_limit,
+            accounts.c.entry_count,
+            accounts.c.metadata,
+            accounts.c.updated_at,
+        ).where(accounts.c.id == account_id, accounts.c.kind == "user")
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def get_account(ctx: Context, account_id: str) -> dict[str, Any]:
+    with ctx.engine.connect() as conn:
+        row = read_account(conn, account_id)
+    if row is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return row

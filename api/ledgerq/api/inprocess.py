@@ -1,0 +1,130 @@
+"""The in-process client for Python backends that share ledgerq's Postgres and Redis.
+
+Same validation, claim and enqueue as the HTTP API, without HTTP:
+
+    client = LedgerClient.from_settings(Settings())
+    client.submit({"id": "order-42", "type": "deposit", "account_id": "alice",
+                   "amount": 5000, "currency": "USD"})
+    client.wait("order-42", timeout_s=5)
+    client.submit_many([...])   # many commands, one claim transaction and one Redis call
+
+`InProcessClient` wraps it in every call of the HTTP client (`ledgerq_client.LedgerqClient`:
+`submit`, `status`, `wait`, `create_account`, `account`), so a backend can switch between the
+two without other changes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from ledgerq.api.accounts import NEW_ACCOUNT, create_account, get_account
+from ledgerq.api.body import validate
+from ledgerq.api.context import Context
+from ledgerq.api.models import AccountOut, CommandOut, CommandType
+from ledgerq.api.submit import Outcome, Submitted, submit, submit_many
+from ledgerq.shared.commands import COMMAND_ADAPTER
+from ledgerq.shared.errors import NotFound
+from ledgerq.shared.schema import FINAL_STATUSES, commands
+from ledgerq.shared.settings import Settings
+
+POLL_S_MAX = 0.2
+
+
+class LedgerClient:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LedgerClient:
+        return cls(Context.build(settings))
+
+    def close(self) -> None:
+        self.ctx.close()
+
+    def submit(self, command: dict[str, Any]) -> Submitted:
+        """Validate and enqueue one command; raises a `ledgerq.shared.errors.RequestError` on bad input."""
+        return submit(self.ctx, validate(COMMAND_ADAPTER, command))
+
+    def submit_many(self, batch: list[dict[str, Any]]) -> list[Outcome]:
+        """Validate all, then submit them in order in as few rounds as possible.
+
+        Returns one outcome per command: a `Submitted`, or the `ledgerq.shared.errors.LedgerError` that
+        refused it (unknown account, id reused with another payload, queue full). Invalid input
+        raises before anything is submitted; Postgres or Redis being away raises for the lot.
+        """
+        return submit_many(self.ctx, [validate(COMMAND_ADAPTER, command) for command in batch])
+
+    def status(self, command_id: str) -> dict[str, Any] | None:
+        with self.ctx.engine.connect() as conn:
+            row = conn.execute(commands.select().where(commands.c.id == command_id)).one_or_none()
+        return None if row is None else dict(row._mapping)
+
+    def wait(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """Poll until the command is final or `timeout_s` passes; returns the last row seen."""
+        deadline = time.monotonic() + timeout_s
+        delay_s = 0.01
+        while True:
+            row = self.status(command_id)
+            if row is None or row["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
+                return row
+            time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
+            delay_s = min(delay_s * 2, POLL_S_MAX)
+
+
+class InProcessClient:
+    """`ledgerq_client.LedgerqClient`'s calls, served in this process: no HTTP, no API key, no retries
+    (a `TransientFault` or a driver error means Postgres or Redis is away; retry with the same id)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.ledger = LedgerClient.from_settings(settings)
+
+    def __enter__(self) -> InProcessClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def submit(
+        self,
+        type: CommandType,
+        account_id: str,
+        amount: int,
+        currency: str,
+        *,
+        id: str | None = None,
+        to_account_id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.submit`: the id is yours or a new `cmd-<uuid>`; `replayed` if it was known."""
+        body: dict[str, Any] = {"id": id or f"cmd-{uuid.uuid4().hex}", "type": type, "account_id": account_id}
+        optional = {"to_account_id": to_account_id, "reference": reference, "metadata": metadata}
+        body |= {"amount": amount, "currency": currency} | {k: v for k, v in optional.items() if v is not None}
+        return self.ledger.submit(body)
+
+    def status(self, command_id: str, *, wait_s: float = 0) -> CommandOut:
+        row = self.ledger.wait(command_id, wait_s) if wait_s else self.ledger.status(command_id)
+        if row is None:
+            raise NotFound(f"command {command_id!r} not found")
+        error = {"code": row["error_code"], "detail": row["error_detail"] or ""} if row["error_code"] else None
+        return CommandOut.model_validate({**row, "error": error})
+
+    def wait(self, command_id: str, timeout_s: float = 30.0) -> CommandOut:
+        return self.status(command_id, wait_s=timeout_s)
+
+    def create_account(
+        self, account_id: str, currency: str, *, overdraft_limit: int = 0, metadata: dict[str, Any] | None = None
+    ) -> AccountOut:
+        """Create an account (the same attributes again return it; other ones raise `Conflict`)."""
+        body: dict[str, Any] = {"id": account_id, "currency": currency, "overdraft_limit": overdraft_limit}
+        if metadata is not None:
+            body["metadata"] = metadata
+        return AccountOut.model_validate(create_account(self.ledger.ctx, validate(NEW_ACCOUNT, body))[1])
+
+    def account(self, account_id: str) -> AccountOut:
+        return AccountOut.model_validate(get_account(self.ledger.ctx, account_id))

@@ -1,0 +1,78 @@
+"""Response shapes (kept apart from the command models and the tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+
+class AccountOut(BaseModel):
+    id: str
+    currency: str
+    balance: int
+    overdraft_limit: int
+    entry_count: int
+    metadata: dict[str, Any]
+    updated_at: datetime
+
+
+class EntryOut(BaseModel):
+    seq: int
+    command_id: str
+    amount: int
+    balance_after: int
+    counterparty: str
+    created_at: datetime
+
+
+class EntriesOut(BaseModel):
+    entries: list[EntryOut]
+    next_after_seq: int | None
+
+
+class SubmittedOut(BaseModel):
+    id: str
+    status: str
+    partition: int
+
+
+class CommandError(BaseModel):
+    code: str
+    detail: str
+
+
+CommandType = Literal["deposit", "withdraw", "transfer"]
+
+
+class CommandOut(BaseModel):
+    id: str
+    type: CommandType
+    status: Literal["queued", "started", "applied", "rejected", "failed"]
+    partition: int
+    error: CommandError | None = None
+    result: dict[str, Any] | None = None
+    accepted_at: datetime
+    finished_at: datetime | None = None
+
+
+class CurrencyTotal(BaseModel):
+    total: int
+    balanced: bool
+
+
+class TrialBalanceOut(BaseModel):
+    currencies: dict[str, CurrencyTotal]
+
+
+class PartitionOut(BaseModel):
+    partition: int
+    owner: str | None
+    queued: int
+    inflight: int
+    oldest_job_age_s: float | None
+
+
+class PartitionsOut(BaseModel):
+    partitions: list[PartitionOut]

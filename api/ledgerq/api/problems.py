@@ -1,0 +1,124 @@
+"""The one place where errors become HTTP: RFC 9457 problem+json with a stable `code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledgerq.shared import errors
+
+PROBLEM_TYPE_BASE = "https://ledgerq.dev/problems/"
+
+STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
+    (errors.InvalidJson, 400),
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.NotFound, 404),
+    (errors.Conflict, 409),
+    (errors.BodyTooLarge, 413),
+    (errors.UnsupportedMediaType, 415),
+    (errors.RateLimited, 429),
+    (errors.UnknownAccount, 422),
+    (errors.CurrencyMismatch, 422),
+    (errors.ValidationFailed, 422),
+    (errors.InvalidRequest, 400),
+    (errors.TransientFault, 503),
+    (errors.ConfigurationError, 503),
+]
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    429: "Too Many Requests",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def status_for(exc: errors.LedgerError) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def validation_problems(raw: list[Any]) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in raw
+    ]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.LedgerError)
+    async def _ledger(_: Request, exc: errors.LedgerError) -> JSONResponse:
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(exc, errors.RateLimited):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif status == 503:
+            headers = {"Retry-After": "1"}
+        extra = {"errors": exc.errors} if isinstance(exc, errors.ValidationFailed) else {}
+        return problem(status, exc.code, exc.detail, headers, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        found = validation_problems(list(exc.errors()))
+        first = found[0] if found else {"loc": [], "msg": "invalid request"}
+        return problem(400, "invalid_request", f"{'.'.join(first['loc'])}: {first['msg']}", errors=found)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
+        return problem(
+            503, "redis_unavailable", "the queue (Redis) is unreachable; retry with the same id", {"Retry-After": "1"}
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        return problem(
+            503, "database_unavailable", "the ledger (PostgreSQL) is unreachable; retry", {"Retry-After": "1"}
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return problem(
+                503, "database_unavailable", "the ledger (PostgreSQL) connection was lost; retry", {"Retry-After": "1"}
+            )
+        return problem(500, "internal_error", "unexpected database error")
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        return problem(500, "internal_error", "unexpected error; nothing was acknowledged")

@@ -1,0 +1,90 @@
+"""Accounts: create (idempotent on the same body), read, and page through entries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from ledgerq.api import accounts as store
+from ledgerq.api.body import json_object, validate
+from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
+from ledgerq.api.models import AccountOut, EntriesOut
+from ledgerq.shared.apikeys import ApiKey
+from ledgerq.shared.commands import NewAccount
+from ledgerq.shared.errors import NotFound
+from ledgerq.shared.schema import entries
+from ledgerq.shared.scoping import shown_id
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+LIMIT_MAX = 1000
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=AccountOut,
+    responses={200: {"model": AccountOut, "description": "the same account already exists"}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": NewAccount.model_json_schema()}}}
+    },
+)
+async def create_account(request: Request, response: Response, ctx: ContextDep, key: WriteKey) -> dict[str, Any]:
+    new = validate(store.NEW_ACCOUNT, await json_object(request))
+    _check_prefix(key, new.id)
+    created, row = await run_in_threadpool(store.create_account, ctx, new)
+    if not created:
+        response.status_code = 200
+    return row
+
+
+def _check_prefix(key: ApiKey, account_id: str) -> None:
+    # Outside the key's prefix looks exactly like a missing account.
+    if not key.covers(account_id):
+        raise NotFound(f"account {account_id!r} not found")
+
+
+@router.get("/{account_id}", response_model=AccountOut)
+async def get_account(account_id: str, ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
+    _check_prefix(key, account_id)
+    return await run_in_threadpool(store.get_account, ctx, account_id)
+
+
+@router.get("/{account_id}/entries", response_model=EntriesOut)
+async def list_entries(
+    account_id: str,
+    ctx: ContextDep,
+    key: ReadKey,
+    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = 100,
+) -> dict[str, Any]:
+    _check_prefix(key, account_id)
+
+    def read() -> dict[str, Any] | None:
+        with ctx.engine.connect() as conn:
+            if store.read_account(conn, account_id) is None:
+                return None
+            rows = conn.execute(
+                select(
+                    entries.c.seq,
+                    entries.c.command_id,
+                    entries.c.amount,
+                    entries.c.balance_after,
+                    entries.c.counterparty,
+                    entries.c.created_at,
+                )
+                .where(entries.c.account_id == account_id, entries.c.seq > after_seq)
+                .order_by(entries.c.seq)
+                .limit(limit)
+            ).all()
+        # Command ids as this key names them, so each one can be read back by it.
+        found = [{**r._mapping, "command_id": shown_id(key.prefix, r.command_id)} for r in rows]
+        return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}
+
+    page = await run_in_threadpool(read)
+    if page is None:
+        raise NotFound(f"account {account_id!r} not found")
+    return page

@@ -1,0 +1,210 @@
+"""Submitting commands: validate facts, claim the ids in Postgres, enqueue once in Redis, many at a time.
+
+Concurrent submits in one process share a round (`ledgerq.api.group_commit`): one
+query for unknown account currencies, one pipelined LLEN for back-pressure,
+one claim transaction (a multi-row `INSERT ... ON CONFLICT DO NOTHING`
+carrying each payload hash; one fsync for the round) and one Lua call that
+creates and pushes every new job. The claim is the idempotency record and
+lives as long as the ledger; the enqueue skips any job whose hash exists, so
+of any number of racing submits of one id exactly one job is queued. A
+replay whose command is still `queued` enqueues again in the same way: that
+heals a crash between claim and enqueue, and is a no-op otherwise.
+
+Only a 202 (or a `Submitted` returned) promises anything: it is given after
+both the claim commit and the enqueue. A round that fails part way answers
+503 to all its callers; their retries with the same ids are replays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, TEXT
+
+from ledgerq.api.context import Context
+from ledgerq.shared.commands import AnyCommand, payload_hash
+from ledgerq.shared.enqueue import Claim, enqueue_commands
+from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
+from ledgerq.shared.keys import queue_key
+from ledgerq.shared.routing import partition_for
+
+
+class Submission(NamedTuple):
+    """One command in a round, with the id of the HTTP request that sent it (for the worker's logs)."""
+
+    command: AnyCommand
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    id: str
+    status: str
+    partition: int
+    replayed: bool
+    accepted_at: datetime
+
+
+Outcome = Submitted | LedgerError
+
+# One JSON document for the round; sorted by id so two processes claiming overlapping ids wait on
+# each other in one order (no deadlock).
+_CLAIM = text(
+    """
+    INSERT INTO commands (id, payload_hash, type, partition, payload)
+    SELECT v.id, v.hash, v.type, v.partition, v.payload
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, hash text, type text, partition int, payload jsonb)
+     ORDER BY v.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, accepted_at
+    """
+)
+_EXISTING = text(
+    "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(:ids)"
+).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
+
+
+def submit(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
+    """Submit one command (sharing a round with concurrent callers); raises its `LedgerError`."""
+    (outcome,) = ctx.submits.run([Submission(command, request_id)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+async def submit_async(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
+    """`submit` for the event loop: waits for its round without holding a thread."""
+    (outcome,) = await ctx.submits.run_async([Submission(command, request_id)])
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def submit_many(ctx: Context, batch: Sequence[AnyCommand]) -> list[Outcome]:
+    """Submit commands in order; one outcome each, an error instead of raising for the ones refused.
+
+    A dependency failure (Postgres or Redis away) still raises: no outcome is known for any of them.
+    """
+    outcomes = ctx.submits.run([Submission(command) for command in batch])
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, LedgerError):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def submit_round(ctx: Context, batch: list[Submission]) -> list[Outcome]:
+    """The group-commit flush: ids repeated within the round are handled in later sub-rounds."""
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for index, (command, _) in enumerate(batch):
+        nth = seen.get(command.id, 0)
+        seen[command.id] = nth + 1
+        if nth == len(rounds):
+            rounds.append([])
+        rounds[nth].append(index)
+    for indexes in rounds:
+        for index, outcome in zip(indexes, _claim_and_enqueue(ctx, [batch[i] for i in indexes]), strict=True):
+            outcomes[index] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outcome]:
+    batch = [s.command for s in submissions]
+    outcomes: list[Outcome | None] = list(_check_accounts(ctx, batch))
+    partitions = [partition_for(c.routing_account, ctx.settings.partitions) for c in batch]
+    _check_depth(ctx, partitions, outcomes)
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    if not todo:
+        return outcomes  # type: ignore[return-value]
+    payloads = {i: batch[i].payload() for i in todo}
+    hashes = {i: payload_hash(payloads[i]) for i in todo}  # the payload is built once per command
+    with ctx.engine.begin() as conn:
+        claimed, existing = _claim(conn, batch, todo, hashes, payloads, partitions)
+    to_enqueue: list[Claim] = []
+    for i in todo:
+        command_id = batch[i].id
+        if command_id in claimed:
+            outcomes[i] = Submitted(command_id, "queued", partitions[i], False, claimed[command_id])
+            to_enqueue.append(Claim(partitions[i], payloads[i], submissions[i].request_id))
+            continue
+        row = existing[command_id]
+        if row.payload_hash != hashes[i]:
+            # No id in the detail: the stored one may carry the key's scope, which its client never named.
+            outcomes[i] = IdempotencyConflict("this command id was already submitted with another payload")
+            continue
+        outcomes[i] = Submitted(command_id, row.status, row.partition, True, row.accepted_at)
+        if row.status == "queued":
+            to_enqueue.append(Claim(row.partition, payloads[i], submissions[i].request_id))
+    enqueue_commands(ctx.redis, to_enqueue, ctx.settings)
+    return outcomes  # type: ignore[return-value]
+
+
+def _claim(
+    conn: Connection,
+    batch: list[AnyCommand],
+    todo: list[int],
+    hashes: dict[int, str],
+    payloads: dict[int, dict[str, Any]],
+    partitions: list[int],
+) -> tuple[dict[str, datetime], dict[str, Any]]:
+    claimed = {
+        row.id: row.accepted_at
+        for row in conn.execute(
+            _CLAIM,
+            {
+                "rows": json.dumps(
+                    [
+                        {
+                            "id": batch[i].id,
+                            "hash": hashes[i],
+                            "type": batch[i].type,
+                            "partition": partitions[i],
+                            "payload": payloads[i],
+                        }
+                        for i in todo
+                    ]
+                )
+            },
+        )
+    }
+    others = [batch[i].id for i in todo if batch[i].id not in claimed]
+    existing = {row.id: row for row in conn.execute(_EXISTING, {"ids": others})} if others else {}
+    return claimed, existing
+
+
+def _check_accounts(ctx: Context, batch: list[AnyCommand]) -> list[LedgerError | None]:
+    known = ctx.currencies_of(tuple({a for c in batch for a in c.account_ids()}))
+    problems: list[LedgerError | None] = []
+    for command in batch:
+        problem: LedgerError | None = None
+        for account_id in command.account_ids():
+            currency = known.get(account_id)
+            if currency is None:
+                problem = UnknownAccount(f"account {account_id!r} does not exist")
+                break
+            if currency != command.currency:
+                problem = CurrencyMismatch(f"account {account_id!r} holds {currency}, not {command.currency}")
+                break
+        problems.append(problem)
+    return problems
+
+
+def _check_depth(ctx: Context, partitions: list[int], outcomes: list[Outcome | None]) -> None:
+    """Back-pressure before the claim: a refused command is not claimed, so a retry is a fresh submit."""
+    wanted = sorted({p for p, o in zip(partitions, outcomes, strict=True) if o is None})
+    if not wanted:
+        return
+    with ctx.redis.pipeline(transaction=False) as pipe:
+        for partition in wanted:
+            pipe.llen(queue_key(partition))
+        depths = dict(zip(wanted, pipe.execute(), strict=True))
+    limit = ctx.settings.queue_depth_max
+    for i, partition in enumerate(partitions):
+        if outcomes[i] is None and depths[partition] >= limit:
+            outcomes[i] = QueueFull(f"partition {partition} has {limit} commands waiting; retry later")

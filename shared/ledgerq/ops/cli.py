@@ -1,0 +1,292 @@
+"""The `ledgerq` command line (click). `api` and `worker` load lazily by name, so this
+module imports neither, keeping dependencies one-way (api → shared ← worker)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ledgerq.shared.errors import ConfigurationError
+from ledgerq.shared.logs import configure_logging
+from ledgerq.shared.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ledgerq.shared.apikeys import ApiKey
+    from ledgerq.shared.observe import PartitionState
+
+LAZY = {"api": "ledgerq.api.cli:api", "worker": "ledgerq.worker.cli:worker"}
+PARTITIONS = click.IntRange(1, 1024)  # as Settings.partitions allows
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print one JSON document instead")
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY:
+            module, attr = LAZY[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+
+def show(key: str, records: list[dict[str, Any]], table: Table, lines: Iterable[str], as_json: bool) -> None:
+    """The one output policy for listings: JSON `{key: records}` if asked, a rich table on a terminal,
+    else plain lines for scripts (no box drawing, no colour)."""
+    from ledgerq.ops.progress import is_terminal
+
+    if as_json:
+        click.echo(json.dumps({key: records}))
+    elif is_terminal():
+        from rich.console import Console
+
+        Console().print(table)
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="ledgerq", prog_name="ledgerq", message="%(prog)s %(version)s")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    envvar="LEDGERQ_LOG_LEVEL",
+    show_envvar=True,
+    help="DEBUG, INFO, WARNING or ERROR",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "text"]),
+    default="auto",
+    show_default=True,
+    envvar="LEDGERQ_LOG_FORMAT",
+    show_envvar=True,
+    help="auto: text on a terminal, JSON lines otherwise",
+)
+def cli(log_level: str, log_format: str) -> None:
+    """ledgerq: ordered, exactly-once balance commands over a double-entry ledger."""
+    configure_logging(log_level, log_format)
+
+
+def _engine(settings: Settings):  # type: ignore[no-untyped-def]
+    from ledgerq.shared.db import make_engine
+
+    return make_engine(settings, pool_size=1)
+
+
+@cli.command()
+@click.option(
+    "--partitions",
+    type=PARTITIONS,
+    default=Settings.model_fields["partitions"].default,
+    show_default=True,
+    envvar="LEDGERQ_PARTITIONS",
+    show_envvar=True,
+    help="P, fixed on first run; later runs must give the same",
+)
+def init(partitions: int) -> None:
+    """Create or migrate the schema; fix the partition count P on first run."""
+    from ledgerq.shared.db import fix_partitions, migrate
+
+    settings = Settings(partitions=partitions)
+    migrate(settings)
+    try:
+        stored = fix_partitions(_engine(settings), settings.partitions)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"ledgerq init: schema is current, {stored} partitions")
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option(
+    "--scope", type=click.Choice(["read", "write", "admin"]), required=True, help="what it may do: read < write < admin"
+)
+@click.option("--prefix", default="", help="confine the key to account ids starting with this")
+@click.option("--name", default="", help="a label for people, shown by `keys list`")
+def keys_create(scope: str, prefix: str, name: str) -> None:
+    """Print a new API key (shown once; only its hash is stored)."""
+    from ledgerq.shared.apikeys import create_key
+
+    secret, key = create_key(_engine(Settings()), scope, prefix=prefix, name=name)
+    click.echo(secret)
+    click.echo(f"id={key.id} scope={key.scope} prefix={key.prefix!r}", err=True)
+
+
+@keys.command("list")
+@JSON_OPTION
+def keys_list(as_json: bool) -> None:
+    """List keys (never their secrets): one line per key, starting with its id."""
+    from ledgerq.shared.apikeys import list_keys
+
+    found = list_keys(_engine(Settings()))
+    records = [
+        {
+            "id": k.id,
+            "scope": k.scope,
+            "prefix": k.prefix,
+            "name": k.name,
+            "created_at": k.created_at.isoformat(),
+            "revoked_at": None if k.revoked_at is None else k.revoked_at.isoformat(),
+        }
+        for k in found
+    ]
+    show("keys", records, _keys_table(found), map(_key_line, found), as_json)
+
+
+def _key_state(key: ApiKey) -> str:
+    return f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+
+
+def _key_line(key: ApiKey) -> str:
+    return f"{key.id}  {key.scope:<5}  prefix={key.prefix!r:<12}  {_key_state(key)}  {key.name}"
+
+
+def _keys_table(found: list[ApiKey]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"ledgerq: {len(found)} API key{'' if len(found) == 1 else 's'}")
+    table.add_column("id", no_wrap=True)  # what `keys revoke` takes: never broken across lines
+    for name in ("scope", "prefix", "state", "name", "created"):
+        table.add_column(name)
+    for k in found:
+        # Text, not str: a name like "[b]x" or ":100:" is shown as typed, not as markup or an emoji.
+        table.add_row(
+            k.id, k.scope, Text(repr(k.prefix)), _key_state(k), Text(k.name), f"{k.created_at:%Y-%m-%d %H:%M}"
+        )
+    return table
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key at once."""
+    from ledgerq.shared.apikeys import revoke_key
+
+    if not revoke_key(_engine(Settings()), key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@cli.command()
+@click.option("--step-rows", type=click.IntRange(1), default=10_000, show_default=True, help="ids checked per step")
+def verify(step_rows: int) -> None:
+    """Check gapless seqs, balances = entries, no overdraft, zero trial balance; exit 1 on drift.
+
+    On a terminal a progress bar follows the steps; otherwise one plain line per step."""
+    from ledgerq.ops.progress import progress_reporter
+    from ledgerq.ops.verify import CHECKS
+    from ledgerq.ops.verify import verify as run_verify
+
+    with progress_reporter("verify") as report:
+        findings = run_verify(_engine(Settings()), step_rows=step_rows, progress=report)
+    for finding in findings:
+        click.echo(f"DRIFT {finding.check}: {finding.rows}")
+    if findings:
+        sys.exit(1)
+    click.echo(f"ledgerq verify: ok ({len(CHECKS)} checks)")
+
+
+@cli.command()
+@JSON_OPTION
+def status(as_json: bool) -> None:
+    """One line per partition: owner, queued, in flight, oldest job's age, applied, rejected, failed.
+
+    A table on a terminal; otherwise `N key=value ...` lines (`-` for none), or JSON with --json."""
+    from redis import Redis
+
+    from ledgerq.shared.observe import applied_counts, partition_states
+
+    settings = Settings()
+    counts = applied_counts(_engine(settings))
+    states = partition_states(Redis.from_url(settings.redis_url), settings.partitions)
+    records = [_partition_record(s, counts) for s in states]
+    show("partitions", records, status_table(records), map(_partition_line, records), as_json)
+
+
+def _partition_record(state: PartitionState, counts: dict[tuple[int, str], int]) -> dict[str, Any]:
+    age = state.oldest_age_s
+    return {
+        "partition": state.partition,
+        "owner": state.owner,
+        "queued": state.queued,
+        "inflight": state.inflight,
+        "oldest_job_age_s": None if age is None else round(age, 1),
+        **{outcome: counts.get((state.partition, outcome), 0) for outcome in ("applied", "rejected", "failed")},
+    }
+
+
+def _partition_line(record: dict[str, Any]) -> str:
+    """`0 owner=host:pid:token queued=3 ... failed=0`: the number first, then the JSON fields as key=value."""
+    fields = (f"{k}={'-' if v is None else v}" for k, v in record.items() if k != "partition")
+    return " ".join([str(record["partition"]), *fields])
+
+
+def status_table(records: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"ledgerq: {len(records)} partitions")
+    table.add_column("partition", justify="right")
+    table.add_column("owner", no_wrap=True)
+    for name in ("queued", "in flight", "oldest job", "applied", "rejected", "failed"):
+        table.add_column(name, justify="right")
+    for r in records:
+        age = r["oldest_job_age_s"]
+        table.add_row(
+            str(r["partition"]),
+            Text(r["owner"]) if r["owner"] else Text("none", style="red"),  # host:100:… is no emoji
+            *(str(r[k]) for k in ("queued", "inflight")),
+            "-" if age is None else f"{age:.1f}s",
+            *(str(r[k]) for k in ("applied", "rejected", "failed")),
+        )
+    return table
+
+
+@cli.command()
+@click.option("--port", type=int, default=8000, show_default=True, help="the API's port")
+@click.option("--host", default="127.0.0.1", show_default=True, help="the address the API listens on")
+@click.option("--partitions", type=PARTITIONS, default=4, show_default=True, help="P for the private ledger")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="keep the servers' data here (default: a temporary folder removed on exit)",
+)
+def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
+    """Run the whole system on private PostgreSQL and Redis servers."""
+    from ledgerq.ops.dev import run_dev
+
+    sys.exit(run_dev(port, partitions, data_dir, host))
+
+
+def main() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        cli()
+    except OperationalError as exc:
+        sys.exit(f"ledgerq: PostgreSQL unreachable ({str(exc.orig).splitlines()[0]}); check LEDGERQ_DATABASE_URL")
+    except RedisConnectionError as exc:
+        sys.exit(f"ledgerq: Redis unreachable ({exc}); check LEDGERQ_REDIS_URL")
+
+
+if __name__ == "__main__":
+    main()

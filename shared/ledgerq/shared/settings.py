@@ -1,0 +1,73 @@
+"""Settings from the environment (LEDGERQ_*), built by a factory so tests can override them."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledgerq.shared.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGERQ_", extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/ledgerq"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Fixed by `ledgerq init` on first run and stored in the database.
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+    batch_max: int = Field(default=500, ge=1, le=10_000)
+    # Most submits (or audit rows) one API process claims in one transaction.
+    claim_batch_max: int = Field(default=1_000, ge=1, le=10_000)
+    lease_ttl_ms: int = Field(default=5_000, ge=500, le=600_000)
+    # Kept in Redis after a job ends; outcomes live in Postgres, so this is cosmetic.
+    result_ttl_s: int = Field(default=3_600, ge=1)
+    failure_ttl_s: int = Field(default=7 * 86_400, ge=1)
+    # Attempts of one command whose apply raises before it is recorded `failed`.
+    poison_attempts_max: int = Field(default=3, ge=1, le=100)
+    # Backoff while Postgres or Redis is unreachable.
+    backoff_s_max: float = Field(default=2.0, gt=0, le=60)
+    wait_s_max: int = Field(default=30, ge=0, le=300)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    # HMAC key shared by API and workers (required by both; at least 32 characters).
+    signing_key: SecretStr | None = None
+    signing_keys_previous: str = ""
+    # Back-pressure: a submit to a partition with this many jobs waiting gets a 503.
+    queue_depth_max: int = Field(default=1_000_000, ge=1)
+    # Per API key, in the `limits` notation ("N/second", "N/minute").
+    rate_limit: str = "5000/second"
+    # Where a worker's `--metrics-port` listens; 0.0.0.0 in a container so Prometheus can reach it.
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("signing_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("LEDGERQ_SIGNING_KEY must be at least 32 characters")
+        return value
+
+    def signing_keys(self) -> list[str]:
+        """The key to sign with first, then the previous ones still accepted."""
+        if self.signing_key is None:
+            raise ConfigurationError("set LEDGERQ_SIGNING_KEY (32+ random characters), the same for API and workers")
+        return [self.signing_key.get_secret_value(), *filter(None, self.signing_keys_previous.split(","))]
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("LEDGERQ_DATABASE_URL must be a postgresql:// URL")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The same URL with the psycopg 3 driver chosen, whatever the operator wrote."""
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql+psycopg://{rest}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

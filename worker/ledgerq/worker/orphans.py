@@ -1,0 +1,56 @@
+"""Commands claimed in Postgres whose job never reached Redis (an API crash or a Redis outage between
+claim and enqueue, or a Redis that lost data): a new owner queues them again so nothing is left behind.
+They were never acknowledged with a 202, so no order was promised for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import Engine, text
+
+from ledgerq.shared.enqueue import Claim, enqueue_commands
+from ledgerq.shared.keys import job_key
+from ledgerq.shared.settings import Settings
+
+ORPHANS_MAX = 10_000
+
+
+def requeue_orphans(engine: Engine, redis: Redis, partition: int, settings: Settings) -> int:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT id, payload FROM commands WHERE partition = :p AND status = 'queued' "
+                "ORDER BY accepted_at LIMIT :n"
+            ),
+            {"p": partition, "n": ORPHANS_MAX},
+        ).all()
+    return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
+
+
+def requeue_commands(engine: Engine, redis: Redis, partition: int, settings: Settings, command_ids: list[str]) -> int:
+    """Queue these commands again if they are still `queued` in this partition and have no live job."""
+    if not command_ids:
+        return 0
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id, payload FROM commands WHERE id = ANY(:ids) AND partition = :p AND status = 'queued'"),
+            {"ids": command_ids, "p": partition},
+        ).all()
+    return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
+
+
+def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tuple[str, dict[str, Any]]]) -> int:
+    """A job hash that is missing, or `failed` (refused as forged, or run by a foreign RQ worker) while
+    Postgres still says `queued`, is replaced by a fresh signed job from the claim."""
+    if not claims:
+        return 0
+    with redis.pipeline(transaction=False) as pipe:
+        for command_id, _ in claims:
+            pipe.hget(job_key(command_id), "status")
+        states = pipe.execute()
+    stale = [job_key(c) for (c, _), state in zip(claims, states, strict=True) if state == b"failed"]
+    if stale:
+        redis.delete(*stale)
+    missing = [Claim(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]
+    return len(enqueue_commands(redis, missing, settings))

@@ -1,0 +1,278 @@
+"""One partition's owner loop: lease, recover in-flight work, then take, apply, complete, in order.
+
+Bounds: a batch is at most `batch_max` commands; a blocking wait is at most a
+third of the lease; backoff while a dependency is away is at most
+`backoff_s_max`; a command whose apply raises is tried `poison_attempts_max`
+times alone before it is recorded `failed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from ledgerq.shared.errors import Fenced
+from ledgerq.shared.settings import Settings
+from ledgerq.worker import faults
+from ledgerq.worker.apply import Finished, apply_batch
+from ledgerq.worker.jobs import DecodedJob, decode_jobs, quarantine
+from ledgerq.worker.lease import Lease, bump_epoch, new_token
+from ledgerq.worker.metrics import WorkerMetrics
+from ledgerq.worker.orphans import requeue_commands, requeue_orphans
+from ledgerq.worker.partition_queue import PartitionQueue, Taken
+
+log = logging.getLogger("ledgerq.worker")
+T = TypeVar("T")
+
+TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
+def _before_commit() -> None:
+    faults.hit("before_commit")
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class Stopping(Exception):
+    pass
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class PartitionRunner:
+    def __init__(
+        self,
+        partition: int,
+        settings: Settings,
+        engine: Engine,
+        redis: Redis,
+        stop: threading.Event,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.partition = partition
+        self.metrics = metrics or WorkerMetrics()
+        self._label = str(partition)
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        self.stop = stop
+        self.lease = Lease(redis, partition, new_token(), settings.lease_ttl_ms)
+        self.queue = PartitionQueue(
+            redis, partition, result_ttl_s=settings.result_ttl_s, failure_ttl_s=settings.failure_ttl_s
+        )
+        self.epoch = 0
+        self.counts: Counter[str] = Counter()
+        self._renewed_at = 0.0
+        self._poison_attempts: Counter[str] = Counter()
+        self._hashes: dict[str, str] = {}
+
+    # -- the story: own the partition, serve it, let it go --------------------------------------------
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                if not self._acquire():
+                    continue
+                self._serve()
+            except (LeaseLost, Fenced) as exc:
+                self.metrics.lease_held.labels(self._label).set(0)
+                log.warning("partition %s: lease lost (%s); trying to take it back", self.partition, exc)
+            except Stopping:
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("partition %s: dependency away (%s); retrying", self.partition, exc)
+                if self.stop.wait(self.settings.backoff_s_max):
+                    break  # stopping while a dependency is away: release what we can, exit cleanly
+        self._release()
+
+    def _acquire(self) -> bool:
+        """Take the lease (waiting while someone else holds it), then start a new fencing epoch."""
+        if not self.lease.try_acquire() and not self.lease.take_from_dead_holder():
+            holder = self.lease.holder()
+            if self.counts["waits"] % 20 == 0:
+                log.warning("partition %s is owned by %s; waiting for its lease", self.partition, holder)
+            self.counts["waits"] += 1
+            self._sleep(self.settings.lease_ttl_ms / 3000)
+            return False
+        self._renewed_at = time.monotonic()
+        self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
+        self.queue.register()
+        self.metrics.lease_held.labels(self._label).set(1)
+        self.metrics.lease_epoch.labels(self._label).set(self.epoch)
+        log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)
+        orphans = self._with_backoff(partial(requeue_orphans, self.engine, self.redis, self.partition, self.settings))
+        if orphans:
+            self.counts["orphans"] += orphans
+            log.warning("partition %s: queued %s claimed commands that had no job", self.partition, orphans)
+        # Counted once the orphans are back in the queue: from here an empty queue means caught up.
+        self.counts["acquired"] += 1
+        return True
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            self._renew_if_due()
+            taken = self.queue.take(self.lease.token, self.settings.batch_max)
+            if not taken.job_ids:
+                self.queue.wait(max(0.05, min(1.0, self.settings.lease_ttl_ms / 3000)))
+                continue
+            if taken.recovered:
+                self.counts["recovered"] += taken.recovered
+            self.process(taken)
+
+    def process(self, taken: Taken) -> list[Finished]:
+        """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
+        faults.hit("after_take")
+        job_ids = taken.job_ids
+        jobs = decode_jobs(job_ids, taken.data, self.settings.signing_keys())
+        self._hashes = {j.command_id: j.payload_hash for j in jobs if j.command_id and j.payload_hash}
+        command_ids = [j.command_id for j in jobs if j.command_id is not None]
+        self.metrics.batch_size.labels(self._label).observe(len(job_ids))
+        started = time.perf_counter()
+        finished = self._apply(command_ids) if command_ids else []
+        self.metrics.apply_seconds.labels(self._label).observe(time.perf_counter() - started)
+        faults.hit("after_commit")
+        self._complete(jobs, finished, len(job_ids))
+        return finished
+
+    def _applier(self, command_ids: list[str], failures: dict[str, str] | None = None) -> Callable[[], list[Finished]]:
+        return partial(
+            apply_batch, self.engine, self.partition, self.epoch, command_ids, failures, _before_commit, self._hashes
+        )
+
+    def _release(self) -> None:
+        self.metrics.lease_held.labels(self._label).set(0)
+        # If Redis is away the lease lapses by itself after lease_ttl_ms.
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            self.lease.release()
+
+    # -- apply with retries: transient faults wait in place, poison is isolated and bounded ----------
+
+    def _apply(self, command_ids: list[str]) -> list[Finished]:
+        try:
+            return self._with_backoff(self._applier(command_ids))
+        except (Fenced, LeaseLost, Stopping):
+            raise
+        except Exception:
+            # Not a dependency fault: a bug or a poison command. Isolate it, keeping order.
+            log.exception("partition %s: a batch of %s raised; applying one by one", self.partition, len(command_ids))
+        finished: list[Finished] = []
+        for command_id in command_ids:
+            finished += self._apply_one(command_id)
+        return finished
+
+    def _apply_one(self, command_id: str) -> list[Finished]:
+        while True:
+            try:
+                return self._with_backoff(self._applier([command_id]))
+            except (Fenced, LeaseLost, Stopping):
+                raise
+            except Exception as exc:
+                self._poison_attempts[command_id] += 1
+                attempts = self._poison_attempts[command_id]
+                log.exception("partition %s: command %s raised (attempt %s)", self.partition, command_id, attempts)
+                if attempts >= self.settings.poison_attempts_max:
+                    self.counts["poison"] += 1
+                    detail = f"{type(exc).__name__}: {exc}"[:500]
+                    return self._with_backoff(self._applier([command_id], {command_id: detail}))
+
+    def _complete(self, jobs: list[DecodedJob], finished: list[Finished], taken: int) -> None:
+        by_command = {f.command_id: f for f in finished}
+        done: list[tuple[str, str]] = []
+        quarantined: list[tuple[DecodedJob, str]] = []
+        for job in jobs:
+            outcome = by_command.get(job.command_id) if job.command_id else None
+            if outcome is None:
+                # Forged, damaged or orphaned job: nothing in the ledger moves for it.
+                reason = job.problem or "no matching claim in Postgres"
+                log.error("partition %s: job %s quarantined: %s", self.partition, job.job_id, reason)
+                self.counts["bad_jobs"] += 1
+                self.metrics.quarantined.labels(self._label).inc()
+                quarantined.append((job, reason))
+                done.append((job.job_id, "failed"))
+                continue
+            if not outcome.replayed:
+                self.counts[outcome.status] += 1
+            self.metrics.commands.labels(self._label, "replayed" if outcome.replayed else outcome.status).inc()
+            self._log_outcome(job, outcome)
+            done.append((job.job_id, "failed" if outcome.status == "failed" else "finished"))
+        self._with_backoff(lambda: self.queue.complete(self.lease.token, done, taken))
+        if quarantined:
+            self._with_backoff(lambda: quarantine(self.redis, self.partition, quarantined))
+            # A forged job may have overwritten a genuine one's data: queue the genuine claim again.
+            named = [j.named_command_id or j.command_id for j, _ in quarantined]
+            self._with_backoff(
+                partial(
+                    requeue_commands, self.engine, self.redis, self.partition, self.settings, list(filter(None, named))
+                )
+            )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _log_outcome(self, job: DecodedJob, outcome: Finished) -> None:
+        # Applied is the common case: DEBUG keeps the hot path cheap; rejections and failures always show.
+        level = {"applied": logging.DEBUG, "rejected": logging.INFO}.get(outcome.status, logging.ERROR)
+        if not log.isEnabledFor(level):
+            return
+        log.log(
+            level,
+            "command %s %s%s",
+            outcome.command_id,
+            outcome.status,
+            f" ({outcome.error_code})" if outcome.error_code else "",
+            extra={
+                "partition": self.partition,
+                "command_id": outcome.command_id,
+                "status": outcome.status,
+                "code": outcome.error_code,
+                "replayed": outcome.replayed,
+                "request_id": job.request_id,
+            },
+        )
+
+    def _renew_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._renewed_at < self.settings.lease_ttl_ms / 3000:
+            return
+        if not self.lease.renew():
+            raise LeaseLost("renewal refused: the lease lapsed or another worker holds it")
+        self._renewed_at = now
+
+    def _with_backoff(self, action: Callable[[], T]) -> T:
+        delay_s = 0.05
+        while True:
+            try:
+                return action()
+            except Fenced as exc:
+                raise LeaseLost(str(exc)) from exc
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("partition %s: %s; retrying in %.2fs", self.partition, exc.__class__.__name__, delay_s)
+            self._sleep(delay_s)
+            delay_s = min(delay_s * 2, self.settings.backoff_s_max)
+            with contextlib.suppress(*TRANSIENT):  # Redis away too: the lease check on the next take decides
+                self._renew_if_due()
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopping()
