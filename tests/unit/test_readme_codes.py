@@ -8,8 +8,16 @@ from pathlib import Path
 from ledgerq.shared.errors import LedgerError
 
 ROOT = Path(__file__).resolve().parents[2]
-# Codes that are recorded on commands, never answered as a problem by the API.
-OUTCOMES_ONLY = {"rejected", "insufficient_funds", "fenced", "invariant_violation", "ledger_error"}
+# Codes recorded on commands or used inside the worker, never answered as a problem by the API.
+OUTCOMES_ONLY = {
+    "rejected",
+    "insufficient_funds",
+    "fenced",
+    "lease_lost",
+    "stopping",
+    "invariant_violation",
+    "ledger_error",
+}
 
 
 def error_codes() -> set[str]:

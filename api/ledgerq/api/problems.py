@@ -9,10 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledgerq.shared import errors
+from ledgerq.shared.outages import outage
 
 PROBLEM_TYPE_BASE = "https://ledgerq.dev/problems/"
 
@@ -100,24 +101,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
-    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(
-            503, "redis_unavailable", "the queue (Redis) is unreachable; retry with the same id", {"Retry-After": "1"}
-        )
-
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
-        return problem(
-            503, "database_unavailable", "the ledger (PostgreSQL) is unreachable; retry", {"Retry-After": "1"}
-        )
-
     @app.exception_handler(DBAPIError)
-    async def _db_error(_: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            return problem(
-                503, "database_unavailable", "the ledger (PostgreSQL) connection was lost; retry", {"Retry-After": "1"}
-            )
-        return problem(500, "internal_error", "unexpected database error")
+    async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+        away = outage(exc)
+        if away == "redis":
+            detail = "the queue (Redis) is unreachable; retry with the same id"
+        elif away == "database":
+            detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
+        else:
+            return problem(500, "internal_error", "unexpected database error")
+        return problem(503, f"{away}_unavailable", detail, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

@@ -277,15 +277,21 @@ def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
 
 
 def main() -> None:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from sqlalchemy.exc import OperationalError
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import DBAPIError
+
+    from ledgerq.shared.outages import outage
 
     try:
         cli()
-    except OperationalError as exc:
-        sys.exit(f"ledgerq: PostgreSQL unreachable ({str(exc.orig).splitlines()[0]}); check LEDGERQ_DATABASE_URL")
-    except RedisConnectionError as exc:
-        sys.exit(f"ledgerq: Redis unreachable ({exc}); check LEDGERQ_REDIS_URL")
+    except (DBAPIError, RedisError) as exc:
+        away = outage(exc)
+        if away == "database":
+            first = str(getattr(exc, "orig", exc)).splitlines()[0]
+            sys.exit(f"ledgerq: PostgreSQL unreachable ({first}); check LEDGERQ_DATABASE_URL")
+        if away == "redis":
+            sys.exit(f"ledgerq: Redis unreachable ({exc}); check LEDGERQ_REDIS_URL")
+        raise
 
 
 if __name__ == "__main__":

@@ -154,7 +154,8 @@ class _Dev:
         return url, key
 
     def print_ready(self, url: str, key: str, keep: bool) -> None:
-        assert self.postgres is not None and self.redis is not None
+        if self.postgres is None or self.redis is None:
+            raise RuntimeError("print_ready before start")
         # For the in-process client and the CLI against this system (dev-only secrets):
         # Only what this run set: a LEDGERQ_* of the caller's shell (an old signing key, say) is not echoed.
         exports = " ".join(f"{k}={self.env[k]}" for k in sorted(EXPORTED))

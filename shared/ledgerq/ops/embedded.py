@@ -224,9 +224,10 @@ class PostgresServer:
         return self.url.rsplit("/", 1)[0] + "/" + name
 
     def _wait_ready(self) -> None:
+        if self.process is None:
+            raise RuntimeError("postgres was not started")
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.process.returncode}; see {self.data_dir.parent}")
             try:

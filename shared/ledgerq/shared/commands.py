@@ -24,7 +24,11 @@ from pydantic import (
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 ID_RE = re.compile(ID_PATTERN)
-AMOUNT_MAX = 2**63 - 1
+INT64_MAX = 2**63 - 1
+"""The largest amount, balance, seq or id: PostgreSQL's bigint."""
+AMOUNT_MAX = INT64_MAX
+PAGE_LIMIT_MAX = 1000
+"""The most rows one page of a listing (entries, audit) returns."""
 METADATA_BYTES_MAX = 4096
 REFERENCE_CHARS_MAX = 256
 

@@ -53,6 +53,18 @@ class Fenced(TransientFault):
     code = "fenced"
 
 
+class LeaseLost(Fenced):
+    """This worker's partition lease lapsed or was taken: stop applying, acquire again."""
+
+    code = "lease_lost"
+
+
+class Stopping(LedgerError):
+    """A stop was asked for while waiting out an outage: the loop ends cleanly, nothing half done."""
+
+    code = "stopping"
+
+
 class InvariantViolation(LedgerError):
     code = "invariant_violation"
 

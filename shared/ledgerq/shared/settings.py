@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def lease_renew_s(self) -> float:
+        """How often an owner renews its lease (and a claiming worker beats): a third of the lease, so
+        two renewals can fail before it lapses."""
+        return self.lease_ttl_ms / 3000
+
+    @property
     def sqlalchemy_url(self) -> str:
         """The same URL with the psycopg 3 driver chosen, whatever the operator wrote."""
         _, rest = self.database_url.split("://", 1)

@@ -25,12 +25,9 @@ def sign_canonical(canonical: bytes, key: str) -> str:
     return hmac.new(key.encode(), canonical, hashlib.sha256).hexdigest()
 
 
-def verify(payload: dict[str, Any], signature: object, keys: list[str]) -> bool:
-    return verify_canonical(canonical_json(payload).encode(), signature, keys)
-
-
 def verify_canonical(canonical: bytes, signature: object, keys: list[str]) -> bool:
-    """`verify` for a payload already in canonical JSON (the worker hashes the same bytes)."""
+    """Whether `signature` is the HMAC of the canonical JSON by one of `keys` (the worker hashes the
+    same bytes, so it passes them in already encoded)."""
     if not isinstance(signature, str):
         return False
     return any(hmac.compare_digest(sign_canonical(canonical, key), signature) for key in keys)

@@ -141,7 +141,7 @@ def _serve_claimed(running: Running, stop: threading.Event) -> None:
     settings = running.settings
     membership = Membership(redis_for_worker(settings), new_token(), settings.lease_ttl_ms)
     log.info("worker %s claiming its share of %s partitions", membership.token, settings.partitions)
-    interval_s = settings.lease_ttl_ms / 3000
+    interval_s = settings.lease_renew_s
     try:
         while not stop.is_set():
             try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledgerq.shared.commands import AMOUNT_MAX, Deposit, Transfer, Withdraw
+from ledgerq.shared.commands import AMOUNT_MAX, INT64_MAX, Deposit, Transfer, Withdraw
 from ledgerq.shared.errors import CurrencyMismatch, InsufficientFunds, InvariantViolation, Rejection, UnknownAccount
 
-BALANCE_MIN = -(2**63)
+BALANCE_MIN = -INT64_MAX - 1  # bigint's least value
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,10 @@ from functools import partial
 from typing import TypeVar
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from ledgerq.shared.errors import Fenced
+from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
+from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient
 from ledgerq.shared.settings import Settings
 from ledgerq.worker import faults
 from ledgerq.worker.apply import Finished, apply_batch
@@ -36,25 +34,9 @@ from ledgerq.worker.partition_queue import PartitionQueue, Taken
 log = logging.getLogger("ledgerq.worker")
 T = TypeVar("T")
 
-TRANSIENT = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
-
 
 def _before_commit() -> None:
     faults.hit("before_commit")
-
-
-class LeaseLost(Exception):
-    pass
-
-
-class Stopping(Exception):
-    pass
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 class PartitionRunner:
@@ -112,7 +94,7 @@ class PartitionRunner:
             if self.counts["waits"] % 20 == 0:
                 log.warning("partition %s is owned by %s; waiting for its lease", self.partition, holder)
             self.counts["waits"] += 1
-            self._sleep(self.settings.lease_ttl_ms / 3000)
+            self._sleep(self.settings.lease_renew_s)
             return False
         self._renewed_at = time.monotonic()
         self.epoch = self._with_backoff(lambda: bump_epoch(self.engine, self.partition, self.lease.token))
@@ -133,7 +115,7 @@ class PartitionRunner:
             self._renew_if_due()
             taken = self.queue.take(self.lease.token, self.settings.batch_max)
             if not taken.job_ids:
-                self.queue.wait(max(0.05, min(1.0, self.settings.lease_ttl_ms / 3000)))
+                self.queue.wait(max(0.05, min(1.0, self.settings.lease_renew_s)))
                 continue
             if taken.recovered:
                 self.counts["recovered"] += taken.recovered
@@ -162,7 +144,7 @@ class PartitionRunner:
     def _release(self) -> None:
         self.metrics.lease_held.labels(self._label).set(0)
         # If Redis is away the lease lapses by itself after lease_ttl_ms.
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        with contextlib.suppress(*REDIS_OUTAGES):
             self.lease.release()
 
     # -- apply with retries: transient faults wait in place, poison is isolated and bounded ----------
@@ -251,7 +233,7 @@ class PartitionRunner:
 
     def _renew_if_due(self) -> None:
         now = time.monotonic()
-        if now - self._renewed_at < self.settings.lease_ttl_ms / 3000:
+        if now - self._renewed_at < self.settings.lease_renew_s:
             return
         if not self.lease.renew():
             raise LeaseLost("renewal refused: the lease lapsed or another worker holds it")
@@ -270,7 +252,8 @@ class PartitionRunner:
                 log.warning("partition %s: %s; retrying in %.2fs", self.partition, exc.__class__.__name__, delay_s)
             self._sleep(delay_s)
             delay_s = min(delay_s * 2, self.settings.backoff_s_max)
-            with contextlib.suppress(*TRANSIENT):  # Redis away too: the lease check on the next take decides
+            # Redis away too: the lease check on the next take decides.
+            with contextlib.suppress(*REDIS_OUTAGES, *DATABASE_OUTAGES):
                 self._renew_if_due()
 
     def _sleep(self, seconds: float) -> None:

@@ -13,14 +13,12 @@ from ledgerq.api.body import json_object, validate
 from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
 from ledgerq.api.models import AccountOut, EntriesOut
 from ledgerq.shared.apikeys import ApiKey
-from ledgerq.shared.commands import NewAccount
+from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
 from ledgerq.shared.errors import NotFound
 from ledgerq.shared.schema import entries
 from ledgerq.shared.scoping import shown_id
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
-
-LIMIT_MAX = 1000
 
 
 @router.post(
@@ -58,8 +56,8 @@ async def list_entries(
     account_id: str,
     ctx: ContextDep,
     key: ReadKey,
-    after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-    limit: Annotated[int, Query(ge=1, le=LIMIT_MAX)] = 100,
+    after_seq: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
 ) -> dict[str, Any]:
     _check_prefix(key, account_id)
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ledgerq.api.deps import AdminKey, ContextDep
+from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX
 from ledgerq.shared.schema import audit_log
 
 router = APIRouter(prefix="/v1", tags=["admin"])
@@ -18,8 +19,8 @@ router = APIRouter(prefix="/v1", tags=["admin"])
 async def list_audit(
     ctx: ContextDep,
     key: AdminKey,
-    after_id: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after_id: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
 ) -> dict[str, Any]:
     def read() -> list[dict[str, Any]]:
         with ctx.engine.connect() as conn:

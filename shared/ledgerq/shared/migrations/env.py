@@ -8,7 +8,8 @@ from sqlalchemy import create_engine
 from ledgerq.shared.schema import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
-assert url, "ledgerq init passes sqlalchemy.url"
+if not url:
+    raise RuntimeError("no sqlalchemy.url: run the migrations with `ledgerq init`")
 engine = create_engine(url)
 with engine.begin() as connection:
     # One migrator at a time: two `ledgerq init` racing must not both create tables.
