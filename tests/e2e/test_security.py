@@ -14,10 +14,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from ledgerq.api.context import Context
-from ledgerq.shared.keys import JOB_FUNC, inflight_key, job_id, job_key, queue_key
+from ledgerq.shared.keys import JOB_FUNC, QUARANTINE_KEY, inflight_key, job_id, job_key, queue_key
 from ledgerq.shared.settings import Settings
 from ledgerq.shared.signing import sign
-from ledgerq.worker.jobs import QUARANTINE_KEY
 from tests.conftest import Workers, uid, wait_final
 
 

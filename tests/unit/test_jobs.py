@@ -11,8 +11,9 @@ import pytest
 
 from ledgerq.shared.errors import Fenced
 from ledgerq.shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
+from ledgerq.shared.rq_format import decode_jobs
 from ledgerq.shared.signing import sign
-from ledgerq.worker.jobs import apply_command, decode_jobs
+from ledgerq.worker.jobs import apply_command
 from ledgerq.worker.partition_queue import PartitionQueue
 
 
@@ -101,3 +102,16 @@ def test_a_stale_owner_can_neither_take_nor_complete() -> None:
         q.complete("old", [("a", "finished")], 1)
     assert redis.lrange(inflight_key(1), 0, -1) == [b"a"]
     assert redis.lrange(queue_key(1), 0, -1) == [b"b"]
+
+
+def test_what_the_codec_writes_it_reads_back() -> None:
+    """One codec: the job data `rq_format` writes is the data it accepts, signature and all."""
+    from ledgerq.shared.rq_format import Claim, decode_job, job_fields
+    from ledgerq.shared.settings import Settings
+
+    settings = Settings(signing_key=KEY)
+    payload = {"id": "shop1:/c9", "type": "deposit", "account_id": "shop1:a", "amount": 3, "currency": "USD"}
+    data = job_fields(Claim(2, payload, "req-1"), settings, "2026-01-01T00:00:00.000000Z")[0]
+    assert isinstance(data, bytes)
+    decoded = decode_job(job_id("shop1:/c9"), data, settings.signing_keys())
+    assert (decoded.command_id, decoded.problem, decoded.request_id) == ("shop1:/c9", None, "req-1")

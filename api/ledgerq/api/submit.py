@@ -28,10 +28,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
 from ledgerq.api.context import Context
 from ledgerq.shared.commands import AnyCommand, payload_hash
-from ledgerq.shared.enqueue import Claim, enqueue_commands
 from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from ledgerq.shared.keys import queue_key
 from ledgerq.shared.routing import partition_for
+from ledgerq.shared.rq_format import Claim, enqueue_commands
 
 
 class Submission(NamedTuple):

@@ -11,13 +11,39 @@ JOB_FUNCS_ACCEPTED = frozenset({JOB_FUNC, "worker.jobs.apply_command"})
 """What a worker accepts: the name, and the one jobs queued before the `ledgerq` namespace carried."""
 
 
+JOB_KEY_PREFIX = "rq:job:"
+"""RQ's job hashes: `rq:job:<job id>`."""
+QUEUE_KEY_PREFIX = "rq:queue:"
+"""RQ's queue lists: `rq:queue:<queue name>`."""
+QUEUES_KEY = "rq:queues"
+"""RQ's set of queue keys (`Queue.all()`), so `rq info` lists every partition."""
+QUARANTINE_KEY = "ledgerq:quarantine"
+"""A bounded list of jobs the worker refused (bad signature, not a ledgerq job), for operators."""
+
+LUA_KEY_PREFIXES = f"local JOB, QUEUE, QUEUES = '{JOB_KEY_PREFIX}', '{QUEUE_KEY_PREFIX}', '{QUEUES_KEY}'\n"
+"""The same names for the Lua scripts that build keys from job ids: put at the head of each script."""
+
+
 def queue_name(partition: int) -> str:
     return f"ledgerq-p{partition}"
 
 
 def queue_key(partition: int) -> str:
     """RQ's list of job ids for the partition's queue."""
-    return f"rq:queue:{queue_name(partition)}"
+    return f"{QUEUE_KEY_PREFIX}{queue_name(partition)}"
+
+
+def started_registry_key(partition: int) -> str:
+    """RQ's StartedJobRegistry of the partition's queue (jobs in flight, as `rq info` counts them)."""
+    return f"rq:wip:{queue_name(partition)}"
+
+
+def finished_registry_key(partition: int) -> str:
+    return f"rq:finished:{queue_name(partition)}"
+
+
+def failed_registry_key(partition: int) -> str:
+    return f"rq:failed:{queue_name(partition)}"
 
 
 def inflight_key(partition: int) -> str:
@@ -35,7 +61,7 @@ def job_id(command_id: str) -> str:
 
 
 def job_key(command_id: str) -> str:
-    return f"rq:job:{job_id(command_id)}"
+    return f"{JOB_KEY_PREFIX}{job_id(command_id)}"
 
 
 WORKERS_KEY = "ledgerq:workers"

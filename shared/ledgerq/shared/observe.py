@@ -10,7 +10,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine, func, select
 
-from ledgerq.shared.keys import inflight_key, lease_key, queue_key
+from ledgerq.shared.keys import JOB_KEY_PREFIX, inflight_key, lease_key, queue_key
 from ledgerq.shared.schema import accounts, commands
 
 
@@ -35,7 +35,7 @@ def partition_states(redis: Redis, partitions: int) -> list[PartitionState]:
     heads = [raw[5 * p + 3] or raw[5 * p + 4] for p in range(partitions)]  # oldest unfinished job, if any
     with redis.pipeline(transaction=False) as pipe:
         for head in filter(None, heads):
-            pipe.hget(b"rq:job:" + head, "enqueued_at")
+            pipe.hget(JOB_KEY_PREFIX.encode() + head, "enqueued_at")
         found = iter(pipe.execute())
     enqueued = [next(found) if head else None for head in heads]
     now = time.time()

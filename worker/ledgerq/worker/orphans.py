@@ -9,8 +9,8 @@ from typing import Any
 from redis import Redis
 from sqlalchemy import Engine, text
 
-from ledgerq.shared.enqueue import Claim, enqueue_commands
 from ledgerq.shared.keys import job_key
+from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.settings import Settings
 
 ORPHANS_MAX = 10_000

@@ -18,11 +18,22 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from ledgerq.shared.enqueue import rq_now
 from ledgerq.shared.errors import Fenced
-from ledgerq.shared.keys import inflight_key, lease_key, queue_key, queue_name
+from ledgerq.shared.keys import (
+    LUA_KEY_PREFIXES,
+    QUEUES_KEY,
+    failed_registry_key,
+    finished_registry_key,
+    inflight_key,
+    lease_key,
+    queue_key,
+    started_registry_key,
+)
+from ledgerq.shared.rq_format import rq_now
 
-_TAKE = """
+_TAKE = (
+    LUA_KEY_PREFIXES
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
 local limit = tonumber(ARGV[2])
 local ids = redis.call('LRANGE', KEYS[2], 0, limit - 1)
@@ -31,11 +42,11 @@ while #ids < limit do
   local id = redis.call('LMOVE', KEYS[3], KEYS[2], 'LEFT', 'RIGHT')
   if not id then break end
   ids[#ids + 1] = id
-  redis.call('HSET', 'rq:job:' .. id, 'status', 'started', 'started_at', ARGV[3])
+  redis.call('HSET', JOB .. id, 'status', 'started', 'started_at', ARGV[3])
 end
 local data, wip = {}, {}
 for i, id in ipairs(ids) do
-  data[i] = redis.call('HGET', 'rq:job:' .. id, 'data')
+  data[i] = redis.call('HGET', JOB .. id, 'data')
   wip[2 * i - 1] = 'inf'
   wip[2 * i] = id .. ':ledgerq'
 end
@@ -44,8 +55,11 @@ end
 for from = 1, #wip, 500 do redis.call('ZADD', KEYS[4], unpack(wip, from, math.min(from + 499, #wip))) end
 return {recovered, ids, data}
 """
+)
 
-_COMPLETE = """
+_COMPLETE = (
+    LUA_KEY_PREFIXES
+    + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
 local n = tonumber(ARGV[2])
 local now_s = tonumber(ARGV[3])
@@ -55,7 +69,7 @@ local failure_ttl = tonumber(ARGV[6])
 local wip = {}
 for i = 7, #ARGV, 2 do
   local id, status = ARGV[i], ARGV[i + 1]
-  local key = 'rq:job:' .. id
+  local key = JOB .. id
   wip[#wip + 1] = id .. ':ledgerq'
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'status', status, 'ended_at', ended)
@@ -74,6 +88,7 @@ end
 redis.call('LTRIM', KEYS[2], n, -1)
 return n
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,20 +106,20 @@ class PartitionQueue:
         self.failure_ttl_s = failure_ttl_s
         self._take = redis.register_script(_TAKE)
         self._complete = redis.register_script(_COMPLETE)
-        name = queue_name(partition)
-        self._keys_take = [lease_key(partition), inflight_key(partition), queue_key(partition), f"rq:wip:{name}"]
+        started = started_registry_key(partition)
+        self._keys_take = [lease_key(partition), inflight_key(partition), queue_key(partition), started]
         self._keys_complete = [
             lease_key(partition),
             inflight_key(partition),
-            f"rq:finished:{name}",
-            f"rq:failed:{name}",
-            f"rq:wip:{name}",
+            finished_registry_key(partition),
+            failed_registry_key(partition),
+            started,
         ]
 
     def register(self) -> None:
         """List the queue in `rq:queues` (RQ's `Queue.all()`), so `rq info` and dashboards show every
         partition, not only those that have had a job."""
-        self.redis.sadd("rq:queues", self._keys_take[2])
+        self.redis.sadd(QUEUES_KEY, self._keys_take[2])
 
     def take(self, token: str, limit: int) -> Taken:
         try:

@@ -22,10 +22,11 @@ from sqlalchemy import Engine
 
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
 from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient
+from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.settings import Settings
 from ledgerq.worker import faults
 from ledgerq.worker.apply import Finished, apply_batch
-from ledgerq.worker.jobs import DecodedJob, decode_jobs, quarantine
+from ledgerq.worker.jobs import quarantine
 from ledgerq.worker.lease import Lease, bump_epoch, new_token
 from ledgerq.worker.metrics import WorkerMetrics
 from ledgerq.worker.orphans import requeue_commands, requeue_orphans

@@ -1,4 +1,9 @@
-"""Putting claimed commands on their partitions' RQ queues, exactly once, many per round trip.
+"""RQ's job format as ledgerq writes it (the API, and a worker for orphans) and reads it (the worker).
+
+Writing: claimed commands go on their partitions' RQ queues, exactly once, many per round trip.
+Reading: the job data is decoded as JSON (never pickle), only ledgerq's own function name is
+accepted, the signature is checked, and just the command id is taken: the payload to apply is
+the one Postgres stored when the API claimed the id.
 
 Each job is an RQ job in RQ's own format (the hash `rq:job:<id>` with
 JSON data naming `ledgerq.worker.jobs.apply_command`, status
@@ -14,16 +19,20 @@ for its partition's orphans when it takes the partition.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from redis import Redis
 
-from ledgerq.shared.keys import JOB_FUNC, job_id, queue_name
+from ledgerq.shared.commands import canonical_json
+from ledgerq.shared.keys import JOB_FUNC, JOB_FUNCS_ACCEPTED, LUA_KEY_PREFIXES, job_id, queue_name
 from ledgerq.shared.settings import Settings
-from ledgerq.shared.signing import sign
+from ledgerq.shared.signing import sign, verify_canonical
 
 # RQ's default job timeout; the field is informative here (ledgerq jobs never run under RQ).
 RQ_TIMEOUT_S = 180
@@ -41,7 +50,9 @@ FIELDS = (
 
 # ARGV: len(FIELDS), the field names, then per job: job id, queue name, one value per field.
 # Pushes keep argument order within each queue; queues are registered in rq:queues for `rq info`.
-_ENQUEUE = """
+_ENQUEUE = (
+    LUA_KEY_PREFIXES
+    + """
 local nf = tonumber(ARGV[1])
 local names = {}
 for f = 1, nf do names[f] = ARGV[1 + f] end
@@ -49,7 +60,7 @@ local pushes, queues, pushed = {}, {}, {}
 local i = 2 + nf
 while i <= #ARGV do
   local id, queue = ARGV[i], ARGV[i + 1]
-  local key = 'rq:job:' .. id
+  local key = JOB .. id
   if redis.call('EXISTS', key) == 0 then
     local args = {}
     for f = 1, nf do
@@ -67,12 +78,13 @@ end
 for _, queue in ipairs(queues) do
   local ids = pushes[queue]
   for from = 1, #ids, 500 do
-    redis.call('RPUSH', 'rq:queue:' .. queue, unpack(ids, from, math.min(from + 499, #ids)))
+    redis.call('RPUSH', QUEUE .. queue, unpack(ids, from, math.min(from + 499, #ids)))
   end
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  redis.call('SADD', QUEUES, QUEUE .. queue)
 end
 return pushed
 """
+)
 
 
 class Claim(NamedTuple):
@@ -121,3 +133,58 @@ def rq_now() -> str:
     """RQ's own timestamp format (rq.utils.utcformat)."""
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+# Reading: what the worker takes back out of a job hash.
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedJob:
+    job_id: str
+    command_id: str | None  # set only for a genuine, signed ledgerq job
+    problem: str | None = None  # why the job cannot be applied
+    payload_hash: str | None = None  # of the signed payload; must equal the claim's in Postgres
+    named_command_id: str | None = None  # what a rejected job claimed to be, for re-queueing the genuine one
+    request_id: str | None = None  # of the HTTP request that submitted it; for log lines only (not signed)
+
+
+def decode_jobs(job_ids: list[str], data: list[bytes | None], keys: list[str]) -> list[DecodedJob]:
+    """Decode taken jobs from their RQ `data` fields (read by the take script)."""
+    return [decode_job(jid, raw, keys) for jid, raw in zip(job_ids, data, strict=True)]
+
+
+def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
+    if data is None:
+        return DecodedJob(jid, None, "job hash is missing")
+    try:
+        func_name, _instance, _args, kwargs = json.loads(_uncompressed(data))
+        payload = kwargs["command"]
+        command_id = payload["id"]
+        signature = kwargs.get("signature")
+        request_id = kwargs.get("request_id")
+    except (ValueError, TypeError, KeyError) as exc:
+        return DecodedJob(jid, None, f"job data is not a ledgerq job: {type(exc).__name__}")
+    named = command_id if isinstance(command_id, str) else None
+    if func_name not in JOB_FUNCS_ACCEPTED:
+        return DecodedJob(jid, None, f"job names {func_name!r}, not {JOB_FUNC}", named_command_id=named)
+    if named is None or job_id(named) != jid:
+        return DecodedJob(jid, None, "job id does not match its command id")
+    if not isinstance(payload, dict):
+        return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
+    canonical = canonical_json(payload).encode()  # signed and hashed: built once
+    if not verify_canonical(canonical, signature, keys):
+        return DecodedJob(jid, None, "invalid_signature", named_command_id=named)
+    return DecodedJob(
+        jid,
+        named,
+        payload_hash=hashlib.sha256(canonical).hexdigest(),
+        request_id=request_id[:64] if isinstance(request_id, str) else None,
+    )
+
+
+def _uncompressed(data: bytes) -> bytes:
+    """RQ's rule (`Job.restore`): zlib-compressed job data, or else the raw bytes."""
+    try:
+        return zlib.decompress(data)
+    except zlib.error:
+        return data
