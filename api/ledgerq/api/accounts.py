@@ -1,4 +1,5 @@
-"""Accounts for every door (HTTP routes and the in-process client): create idempotently, read."""
+"""Accounts for every door (HTTP routes and the in-process client): create idempotently, read, page
+through entries."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy.dialects.postgresql import insert
 from ledgerq.api.context import Context
 from ledgerq.shared.commands import NewAccount
 from ledgerq.shared.errors import Conflict, NotFound
-from ledgerq.shared.schema import accounts
+from ledgerq.shared.schema import accounts, entries
+from ledgerq.shared.scoping import shown_id
 
 NEW_ACCOUNT = TypeAdapter(NewAccount)
 
@@ -67,3 +69,26 @@ def get_account(ctx: Context, account_id: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"account {account_id!r} not found")
     return row
+
+
+def entries_page(ctx: Context, account_id: str, after_seq: int, limit: int, prefix: str = "") -> dict[str, Any] | None:
+    """Up to `limit` entries after `after_seq`, with each command id as a key with `prefix` names it
+    (so it can read each one back); None if there is no such account."""
+    with ctx.engine.connect() as conn:
+        if read_account(conn, account_id) is None:
+            return None
+        rows = conn.execute(
+            select(
+                entries.c.seq,
+                entries.c.command_id,
+                entries.c.amount,
+                entries.c.balance_after,
+                entries.c.counterparty,
+                entries.c.created_at,
+            )
+            .where(entries.c.account_id == account_id, entries.c.seq > after_seq)
+            .order_by(entries.c.seq)
+            .limit(limit)
+        ).all()
+    found = [{**r._mapping, "command_id": shown_id(prefix, r.command_id)} for r in rows]
+    return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}

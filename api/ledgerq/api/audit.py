@@ -15,12 +15,13 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerq.api.body import BODY_BYTES_MAX
 from ledgerq.shared.logs import REQUEST_ID
+from ledgerq.shared.schema import audit_log
 
 log = logging.getLogger("ledgerq.audit")
 
@@ -127,3 +128,11 @@ def write_audit_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[None]:
     with engine.begin() as conn:
         conn.execute(_INSERT_ROWS, {"rows": json.dumps(rows)})
     return [None] * len(rows)
+
+
+def audit_page(engine: Engine, after_id: int, limit: int) -> dict[str, Any]:
+    """Up to `limit` audit rows after `after_id`, oldest first, with the cursor for the next page."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit))
+        found = [dict(r._mapping) for r in rows]
+    return {"entries": found, "next_after_id": found[-1]["id"] if len(found) == limit else None}

@@ -23,13 +23,12 @@ from ledgerq.api.accounts import NEW_ACCOUNT, create_account, get_account
 from ledgerq.api.body import validate
 from ledgerq.api.context import Context
 from ledgerq.api.models import AccountOut, CommandOut, CommandType
+from ledgerq.api.reads import Poll, command_view
 from ledgerq.api.submit import Outcome, Submitted, submit, submit_many
 from ledgerq.shared.commands import COMMAND_ADAPTER
 from ledgerq.shared.errors import NotFound
 from ledgerq.shared.schema import FINAL_STATUSES, commands
 from ledgerq.shared.settings import Settings
-
-POLL_S_MAX = 0.2
 
 
 class LedgerClient:
@@ -57,20 +56,19 @@ class LedgerClient:
         return submit_many(self.ctx, [validate(COMMAND_ADAPTER, command) for command in batch])
 
     def status(self, command_id: str) -> dict[str, Any] | None:
+        """The command's row as stored (payload, error_code, attempts, ...), or None."""
         with self.ctx.engine.connect() as conn:
             row = conn.execute(commands.select().where(commands.c.id == command_id)).one_or_none()
         return None if row is None else dict(row._mapping)
 
     def wait(self, command_id: str, timeout_s: float) -> dict[str, Any] | None:
         """Poll until the command is final or `timeout_s` passes; returns the last row seen."""
-        deadline = time.monotonic() + timeout_s
-        delay_s = 0.01
+        poll = Poll(time.monotonic() + timeout_s)
         while True:
             row = self.status(command_id)
-            if row is None or row["status"] in FINAL_STATUSES or time.monotonic() >= deadline:
+            if row is None or row["status"] in FINAL_STATUSES or poll.due():
                 return row
-            time.sleep(min(delay_s, max(0.0, deadline - time.monotonic())))
-            delay_s = min(delay_s * 2, POLL_S_MAX)
+            time.sleep(poll.next_sleep_s())
 
 
 class InProcessClient:
@@ -108,11 +106,15 @@ class InProcessClient:
         return self.ledger.submit(body)
 
     def status(self, command_id: str, *, wait_s: float = 0) -> CommandOut:
-        row = self.ledger.wait(command_id, wait_s) if wait_s else self.ledger.status(command_id)
-        if row is None:
-            raise NotFound(f"command {command_id!r} not found")
-        error = {"code": row["error_code"], "detail": row["error_detail"] or ""} if row["error_code"] else None
-        return CommandOut.model_validate({**row, "error": error})
+        """The command as `GET /v1/commands/{id}` shows it (`started` included), waiting up to `wait_s`."""
+        poll = Poll(time.monotonic() + wait_s)
+        while True:
+            found = command_view(self.ledger.ctx, command_id)
+            if found is None:
+                raise NotFound(f"command {command_id!r} not found")
+            if found["status"] in FINAL_STATUSES or poll.due():
+                return CommandOut.model_validate(found)
+            time.sleep(poll.next_sleep_s())
 
     def wait(self, command_id: str, timeout_s: float = 30.0) -> CommandOut:
         return self.status(command_id, wait_s=timeout_s)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from ledgerq.api import accounts as store
@@ -15,8 +14,6 @@ from ledgerq.api.models import AccountOut, EntriesOut
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
 from ledgerq.shared.errors import NotFound
-from ledgerq.shared.schema import entries
-from ledgerq.shared.scoping import shown_id
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -60,29 +57,7 @@ async def list_entries(
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
 ) -> dict[str, Any]:
     _check_prefix(key, account_id)
-
-    def read() -> dict[str, Any] | None:
-        with ctx.engine.connect() as conn:
-            if store.read_account(conn, account_id) is None:
-                return None
-            rows = conn.execute(
-                select(
-                    entries.c.seq,
-                    entries.c.command_id,
-                    entries.c.amount,
-                    entries.c.balance_after,
-                    entries.c.counterparty,
-                    entries.c.created_at,
-                )
-                .where(entries.c.account_id == account_id, entries.c.seq > after_seq)
-                .order_by(entries.c.seq)
-                .limit(limit)
-            ).all()
-        # Command ids as this key names them, so each one can be read back by it.
-        found = [{**r._mapping, "command_id": shown_id(key.prefix, r.command_id)} for r in rows]
-        return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}
-
-    page = await run_in_threadpool(read)
+    page = await run_in_threadpool(store.entries_page, ctx, account_id, after_seq, limit, key.prefix)
     if page is None:
         raise NotFound(f"account {account_id!r} not found")
     return page
