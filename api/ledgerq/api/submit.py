@@ -21,17 +21,19 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
-from ledgerq.api.context import Context
 from ledgerq.shared.commands import AnyCommand, payload_hash
 from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
 from ledgerq.shared.keys import queue_key
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.rq_format import Claim, enqueue_commands
+
+if TYPE_CHECKING:  # the context holds this module's round; it is only named here
+    from ledgerq.api.context import Context
 
 
 class Submission(NamedTuple):
@@ -179,7 +181,7 @@ def _claim(
 
 
 def _check_accounts(ctx: Context, batch: list[AnyCommand]) -> list[LedgerError | None]:
-    known = ctx.currencies_of(tuple({a for c in batch for a in c.account_ids()}))
+    known = ctx.currencies.of(tuple({a for c in batch for a in c.account_ids()}))
     problems: list[LedgerError | None] = []
     for command in batch:
         problem: LedgerError | None = None
