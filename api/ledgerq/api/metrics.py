@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ledgerq.shared.observe import applied_counts, partition_states
-from ledgerq.shared.schema import COMMAND_STATUSES
+from ledgerq.shared.schema import STORED_STATUSES
 
 if TYPE_CHECKING:
     from ledgerq.api.context import Context
@@ -58,7 +58,7 @@ class PartitionCollector(Collector):
         )
         counts = applied_counts(self.ctx.engine)
         for partition in range(self.ctx.settings.partitions):
-            for status in COMMAND_STATUSES:
+            for status in STORED_STATUSES:
                 commands.add_metric([str(partition), status], counts.get((partition, status), 0))
         yield from (depth, inflight, lag, owned, owner, commands)
 

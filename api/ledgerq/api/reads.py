@@ -16,7 +16,7 @@ from sqlalchemy import select
 from ledgerq.api.context import Context
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.keys import job_key
-from ledgerq.shared.schema import commands
+from ledgerq.shared.schema import CommandStatus, commands
 from ledgerq.shared.scoping import is_own, shown_id
 
 POLL_S_MIN = 0.02
@@ -74,8 +74,8 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
         if not key.covers(named[0]):  # a rejection's detail speaks of the debited account
             detail = "withheld: it concerns an account outside this key's prefix"
     status = row.status
-    if status == "queued" and ctx.redis.hget(job_key(command_id), "status") == b"started":
-        status = "started"
+    if status == CommandStatus.QUEUED and ctx.redis.hget(job_key(command_id), "status") == b"started":
+        status = CommandStatus.STARTED
     out: dict[str, Any] = {
         "id": shown_id(prefix, row.id),
         "type": row.type,

@@ -31,6 +31,7 @@ from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerE
 from ledgerq.shared.keys import queue_key
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.rq_format import Claim, enqueue_commands
+from ledgerq.shared.schema import CommandStatus
 
 if TYPE_CHECKING:  # the context holds this module's round; it is only named here
     from ledgerq.api.context import Context
@@ -132,7 +133,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
     for i in todo:
         command_id = batch[i].id
         if command_id in claimed:
-            outcomes[i] = Submitted(command_id, "queued", partitions[i], False, claimed[command_id])
+            outcomes[i] = Submitted(command_id, CommandStatus.QUEUED, partitions[i], False, claimed[command_id])
             to_enqueue.append(Claim(partitions[i], payloads[i], submissions[i].request_id))
             continue
         row = existing[command_id]
@@ -141,7 +142,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
             outcomes[i] = IdempotencyConflict("this command id was already submitted with another payload")
             continue
         outcomes[i] = Submitted(command_id, row.status, row.partition, True, row.accepted_at)
-        if row.status == "queued":
+        if row.status == CommandStatus.QUEUED:
             to_enqueue.append(Claim(row.partition, payloads[i], submissions[i].request_id))
     enqueue_commands(ctx.redis, to_enqueue, ctx.settings)
     return outcomes  # type: ignore[return-value]

@@ -220,6 +220,9 @@ def status(as_json: bool) -> None:
     show("partitions", records, status_table(records), map(_partition_line, records), as_json)
 
 
+OUTCOME_COLUMNS = ("applied", "rejected", "failed")  # the final statuses, in the order people read them
+
+
 def _partition_record(state: PartitionState, counts: dict[tuple[int, str], int]) -> dict[str, Any]:
     age = state.oldest_age_s
     return {
@@ -228,7 +231,7 @@ def _partition_record(state: PartitionState, counts: dict[tuple[int, str], int])
         "queued": state.queued,
         "inflight": state.inflight,
         "oldest_job_age_s": None if age is None else round(age, 1),
-        **{outcome: counts.get((state.partition, outcome), 0) for outcome in ("applied", "rejected", "failed")},
+        **{outcome: counts.get((state.partition, outcome), 0) for outcome in OUTCOME_COLUMNS},
     }
 
 
@@ -254,7 +257,7 @@ def status_table(records: list[dict[str, Any]]) -> Table:
             Text(r["owner"]) if r["owner"] else Text("none", style="red"),  # host:100:… is no emoji
             *(str(r[k]) for k in ("queued", "inflight")),
             "-" if age is None else f"{age:.1f}s",
-            *(str(r[k]) for k in ("applied", "rejected", "failed")),
+            *(str(r[k]) for k in OUTCOME_COLUMNS),
         )
     return table
 

@@ -15,6 +15,8 @@ Design overview:
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -35,8 +37,20 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
-COMMAND_STATUSES = ("queued", "applied", "rejected", "failed")
-FINAL_STATUSES = frozenset({"applied", "rejected", "failed"})
+
+class CommandStatus(StrEnum):
+    """A command's status (as RQ's `JobStatus`). Postgres stores the first four; `started` is shown
+    while the command's job is in its partition's in-flight list, read from Redis."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+STORED_STATUSES = (CommandStatus.QUEUED, CommandStatus.APPLIED, CommandStatus.REJECTED, CommandStatus.FAILED)
+FINAL_STATUSES = frozenset({CommandStatus.APPLIED, CommandStatus.REJECTED, CommandStatus.FAILED})
 SCOPES = ("read", "write", "admin")
 
 ledger_config = Table(
@@ -74,7 +88,7 @@ commands = Table(
     Column("type", Text, nullable=False),
     Column("partition", Integer, nullable=False),
     Column("payload", JSONB, nullable=False),
-    Column("status", Text, nullable=False, server_default="queued"),
+    Column("status", Text, nullable=False, server_default=CommandStatus.QUEUED.value),
     Column("error_code", Text),
     Column("error_detail", Text),
     Column("result", JSONB),
@@ -82,7 +96,7 @@ commands = Table(
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     CheckConstraint("type IN ('deposit', 'withdraw', 'transfer')", name="commands_type"),
-    CheckConstraint("status IN ('queued', 'applied', 'rejected', 'failed')", name="commands_status"),
+    CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STORED_STATUSES)})", name="commands_status"),
     CheckConstraint("(status = 'queued') = (finished_at IS NULL)", name="commands_finished_iff_final"),
 )
 # Recovery looks up a partition's unfinished commands in acceptance order.
@@ -90,7 +104,7 @@ Index(
     "commands_partition_queued",
     commands.c.partition,
     commands.c.accepted_at,
-    postgresql_where=commands.c.status == "queued",
+    postgresql_where=commands.c.status == CommandStatus.QUEUED.value,
 )
 
 entries = Table(

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 from ledgerq.shared.commands import AnyCommand
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
-from ledgerq.shared.schema import FINAL_STATUSES, accounts, commands
+from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, accounts, commands
 from ledgerq.shared.scoping import parse_stored
 from ledgerq.worker import faults
 from ledgerq.worker.rules import AccountState, Applied, Rejected, apply_legs, plan
@@ -172,7 +172,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
     batch = _Batch()
     for command_id, command in pending:
         if isinstance(command, str):
-            batch.finished.append(Finished(command_id, "failed", "apply_failed", command))
+            batch.finished.append(Finished(command_id, CommandStatus.FAILED, "apply_failed", command))
             continue
         faults.check_poison(command_id)
         outcome = plan(command, states, world_account(command.currency, partition))
@@ -180,9 +180,11 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
             # The state the refusal was decided on, so anyone can check it against the history.
             seen = states.get(command.account_id)
             result = None if seen is None else {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
-            batch.finished.append(Finished(command_id, "rejected", outcome.code, outcome.detail, result))
+            batch.finished.append(Finished(command_id, CommandStatus.REJECTED, outcome.code, outcome.detail, result))
             continue
-        batch.finished.append(Finished(command_id, "applied", result=_record(batch, command_id, states, outcome)))
+        batch.finished.append(
+            Finished(command_id, CommandStatus.APPLIED, result=_record(batch, command_id, states, outcome))
+        )
     batch.accounts = states
     return batch
 

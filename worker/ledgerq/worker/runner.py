@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
 from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient
 from ledgerq.shared.rq_format import DecodedJob, decode_jobs
+from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
 from ledgerq.worker import faults
 from ledgerq.worker.apply import Finished, apply_batch
@@ -197,7 +198,7 @@ class PartitionRunner:
                 self.counts[outcome.status] += 1
             self.metrics.commands.labels(self._label, "replayed" if outcome.replayed else outcome.status).inc()
             self._log_outcome(job, outcome)
-            done.append((job.job_id, "failed" if outcome.status == "failed" else "finished"))
+            done.append((job.job_id, "failed" if outcome.status == CommandStatus.FAILED else "finished"))
         self._with_backoff(lambda: self.queue.complete(self.lease.token, done, taken))
         if quarantined:
             self._with_backoff(lambda: quarantine(self.redis, self.partition, quarantined))
@@ -213,7 +214,9 @@ class PartitionRunner:
 
     def _log_outcome(self, job: DecodedJob, outcome: Finished) -> None:
         # Applied is the common case: DEBUG keeps the hot path cheap; rejections and failures always show.
-        level = {"applied": logging.DEBUG, "rejected": logging.INFO}.get(outcome.status, logging.ERROR)
+        level = {CommandStatus.APPLIED: logging.DEBUG, CommandStatus.REJECTED: logging.INFO}.get(
+            CommandStatus(outcome.status), logging.ERROR
+        )
         if not log.isEnabledFor(level):
             return
         log.log(
