@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -95,3 +96,22 @@ def test_importing_the_api_does_not_load_the_worker() -> None:
     code = "import sys, ledgerq.worker.main; print(any(m.startswith('ledgerq.api') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_parts_import_only_what_the_layout_allows() -> None:
+    """shared imports neither api, worker nor ops; api and worker never import each other or ops."""
+    root = Path(__file__).resolve().parents[2]
+    forbidden = {
+        "shared/ledgerq/shared": ("ledgerq.api", "ledgerq.worker", "ledgerq.ops"),
+        "api/ledgerq/api": ("ledgerq.worker", "ledgerq.ops"),
+        "worker/ledgerq/worker": ("ledgerq.api", "ledgerq.ops"),
+        "api/client/ledgerq_client": ("ledgerq.",),
+    }
+    found = []
+    for folder, names in forbidden.items():
+        for path in (root / folder).rglob("*.py"):
+            for line in path.read_text().splitlines():
+                stripped = line.strip()
+                if stripped.startswith(("import ", "from ")) and any(f" {n}" in stripped for n in names):
+                    found.append(f"{path.relative_to(root)}: {stripped}")
+    assert found == []

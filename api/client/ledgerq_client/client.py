@@ -30,15 +30,18 @@ from tenacity.wait import wait_exponential_jitter
 from ledgerq_client.errors import ERRORS_BY_CODE, LedgerError, TransientFault, ValidationFailed
 from ledgerq_client.models import FINAL_STATUSES, Accepted, Account, Command, CommandType
 
-WAIT_S_MAX = 30  # the API's long-poll bound per request
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """Bounds on every call: attempts and backoff for retryable failures, and the longest `?wait=`
+    one long-poll asks for (the server's `LEDGERQ_WAIT_S_MAX`, 30 by default; `wait` polls again
+    until its own timeout)."""
+
     attempts_max: int = 6
     backoff_s_initial: float = 0.1
     backoff_s_max: float = 2.0
     total_s_max: float = 30.0
+    poll_s_max: float = 30.0
 
 
 def new_command_id() -> str:
@@ -130,9 +133,9 @@ def _accepted(response: httpx.Response) -> Accepted:
     return Accepted(body["id"], body["status"], body["partition"], response.status_code == 200)
 
 
-def _poll_s(deadline: float) -> float:
+def _poll_s(deadline: float, poll_s_max: float) -> float:
     """How long the next long-poll may wait: what is left of the caller's timeout, within the API's bound."""
-    return round(max(0.0, min(WAIT_S_MAX, deadline - time.monotonic())), 3)
+    return round(max(0.0, min(poll_s_max, deadline - time.monotonic())), 3)
 
 
 def _headers(api_key: str) -> dict[str, str]:
@@ -184,7 +187,7 @@ class LedgerqClient:
         """Long-poll until the command is final or `timeout_s` passes; returns the last status read."""
         deadline = time.monotonic() + timeout_s
         while True:
-            found = self.status(command_id, wait_s=_poll_s(deadline))
+            found = self.status(command_id, wait_s=_poll_s(deadline, self.retry.poll_s_max))
             if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
@@ -245,7 +248,7 @@ class AsyncLedgerqClient:
     async def wait(self, command_id: str, timeout_s: float = 30.0) -> Command:
         deadline = time.monotonic() + timeout_s
         while True:
-            found = await self.status(command_id, wait_s=_poll_s(deadline))
+            found = await self.status(command_id, wait_s=_poll_s(deadline, self.retry.poll_s_max))
             if found.status in FINAL_STATUSES or time.monotonic() >= deadline:
                 return found
 
