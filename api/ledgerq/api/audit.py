@@ -19,7 +19,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledgerq.api.body import BODY_BYTES_MAX
+from ledgerq.api.body import BATCH_BODY_BYTES_MAX
 from ledgerq.shared.logs import REQUEST_ID
 from ledgerq.shared.schema import audit_log
 
@@ -92,7 +92,7 @@ async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
         if message["type"] != "http.request":
             break
         size += len(message.get("body", b""))
-        if not message.get("more_body") or size > BODY_BYTES_MAX:
+        if not message.get("more_body") or size > BATCH_BODY_BYTES_MAX:  # the largest body any route takes
             break
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 

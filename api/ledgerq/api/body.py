@@ -17,6 +17,8 @@ from ledgerq.api.problems import validation_problems
 from ledgerq.shared.errors import BodyTooLarge, InvalidJson, UnsupportedMediaType, ValidationFailed
 
 BODY_BYTES_MAX = 64 * 1024
+BATCH_BODY_BYTES_MAX = 1024 * 1024
+"""`POST /v1/commands/batch` carries up to 1,000 commands; every other body is at most 64 KiB."""
 
 M = TypeVar("M")
 
@@ -32,17 +34,17 @@ def require_json(request: Request) -> None:
         )
 
 
-async def json_object(request: Request) -> dict[str, Any]:
+async def json_object(request: Request, bytes_max: int = BODY_BYTES_MAX) -> dict[str, Any]:
     require_json(request)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > BODY_BYTES_MAX:
-        raise BodyTooLarge(f"the body must be at most {BODY_BYTES_MAX} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > bytes_max:
+        raise BodyTooLarge(f"the body must be at most {bytes_max} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > BODY_BYTES_MAX:
-            raise BodyTooLarge(f"the body must be at most {BODY_BYTES_MAX} bytes")
+        if size > bytes_max:
+            raise BodyTooLarge(f"the body must be at most {bytes_max} bytes")
         chunks.append(chunk)
     try:
         data = json.loads(b"".join(chunks), parse_constant=_refuse_constant)

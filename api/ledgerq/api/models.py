@@ -38,6 +38,21 @@ class SubmittedOut(BaseModel):
     partition: int
 
 
+class BatchResultOut(BaseModel):
+    """One command of a batch, answered as a lone submit would be: `http_status` 202 (accepted), 200
+    (a replay), or the refusal's status with its problem body in `error`."""
+
+    id: str | None
+    http_status: int
+    status: str | None = None
+    partition: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResultOut]
+
+
 class CommandError(BaseModel):
     code: str
     detail: str

@@ -57,8 +57,9 @@ def status_for(exc: errors.LedgerError) -> int:
     return 500
 
 
-def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    body = {
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The RFC 9457 document: alone as an answer, or one result's `error` in a batch."""
+    return {
         "type": PROBLEM_TYPE_BASE + code,
         "title": TITLES.get(status, "Error"),
         "status": status,
@@ -66,6 +67,15 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
         "code": code,
         **extra,
     }
+
+
+def error_body(exc: errors.LedgerError) -> dict[str, Any]:
+    extra = {"errors": exc.errors} if isinstance(exc, errors.ValidationFailed) else {}
+    return problem_body(status_for(exc), exc.code, exc.detail, **extra)
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = problem_body(status, code, detail, **extra)
     return JSONResponse(body, status_code=status, media_type="application/problem+json", headers=headers)
 
 
@@ -85,8 +95,7 @@ def install(app: FastAPI) -> None:
             headers = {"Retry-After": str(exc.retry_after_s)}
         elif status == 503:
             headers = {"Retry-After": "1"}
-        extra = {"errors": exc.errors} if isinstance(exc, errors.ValidationFailed) else {}
-        return problem(status, exc.code, exc.detail, headers, **extra)
+        return JSONResponse(error_body(exc), status_code=status, media_type="application/problem+json", headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
