@@ -4,10 +4,11 @@ through entries."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Select, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from ledgerq.api.context import Context
@@ -92,3 +93,30 @@ def entries_page(ctx: Context, account_id: str, after_seq: int, limit: int, pref
         ).all()
     found = [{**r._mapping, "command_id": shown_id(prefix, r.command_id)} for r in rows]
     return {"entries": found, "next_after_seq": found[-1]["seq"] if len(found) == limit else None}
+
+
+def balance_as_of(
+    ctx: Context, account_id: str, *, seq: int | None = None, at: datetime | None = None
+) -> dict[str, Any]:
+    """The balance after the account's last entry at or before `seq` (or time `at`), read from that
+    entry's `balance_after`: one index lookup whatever the history (`seq` 0 and balance 0 before the
+    first entry). `at` in the answer is that entry's time (null before the first)."""
+    query = balance_query(account_id, seq=seq, at=at)
+    with ctx.engine.connect() as conn:
+        if read_account(conn, account_id) is None:
+            raise NotFound(f"account {account_id!r} not found")
+        row = conn.execute(query).first()
+    if row is None:
+        return {"account_id": account_id, "balance": 0, "seq": 0, "at": None}
+    return {"account_id": account_id, "balance": row.balance_after, "seq": row.seq, "at": row.created_at}
+
+
+def balance_query(account_id: str, *, seq: int | None = None, at: datetime | None = None) -> Select[Any]:
+    """The last entry at or before `seq` or `at`: a backward walk of one index that stops at one row."""
+    query = select(entries.c.seq, entries.c.balance_after, entries.c.created_at).where(
+        entries.c.account_id == account_id
+    )
+    if at is None:  # the primary key (account_id, seq)
+        return query.where(entries.c.seq <= (seq or 0)).order_by(entries.c.seq.desc()).limit(1)
+    # entries_account_time (account_id, created_at, seq)
+    return query.where(entries.c.created_at <= at).order_by(entries.c.created_at.desc(), entries.c.seq.desc()).limit(1)

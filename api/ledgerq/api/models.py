@@ -27,6 +27,13 @@ class EntryOut(BaseModel):
     created_at: datetime
 
 
+class BalanceOut(BaseModel):
+    account_id: str
+    balance: int
+    seq: int
+    at: datetime | None
+
+
 class EntriesOut(BaseModel):
     entries: list[EntryOut]
     next_after_seq: int | None

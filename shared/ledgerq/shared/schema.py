@@ -123,6 +123,8 @@ entries = Table(
     CheckConstraint("seq >= 1", name="entries_seq_positive"),
     CheckConstraint("amount <> 0", name="entries_amount_nonzero"),
 )
+# Balance as of a time: the last entry at or before it, one backward step in this index.
+Index("entries_account_time", entries.c.account_id, entries.c.created_at, entries.c.seq)
 
 partitions = Table(
     "partitions",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,10 +12,10 @@ from starlette.concurrency import run_in_threadpool
 from ledgerq.api import accounts as store
 from ledgerq.api.body import json_object, validate
 from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
-from ledgerq.api.models import AccountOut, EntriesOut
+from ledgerq.api.models import AccountOut, BalanceOut, EntriesOut
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
-from ledgerq.shared.errors import NotFound
+from ledgerq.shared.errors import InvalidRequest, NotFound
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -61,3 +63,20 @@ async def list_entries(
     if page is None:
         raise NotFound(f"account {account_id!r} not found")
     return page
+
+
+@router.get("/{account_id}/balance", response_model=BalanceOut)
+async def get_balance(
+    account_id: str,
+    ctx: ContextDep,
+    key: ReadKey,
+    seq: Annotated[int | None, Query(ge=0, le=INT64_MAX, description="after this entry")] = None,
+    at: Annotated[datetime | None, Query(description="after the last entry at or before this RFC 3339 time")] = None,
+) -> dict[str, Any]:
+    """The balance as of an entry or a time, from that entry's `balance_after`."""
+    _check_prefix(key, account_id)
+    if (seq is None) == (at is None):
+        raise InvalidRequest("give exactly one of seq and at")
+    if at is not None and at.tzinfo is None:
+        raise InvalidRequest("at must carry a time zone (RFC 3339: 2026-12-01T12:00:00Z)")
+    return await run_in_threadpool(partial(store.balance_as_of, ctx, account_id, seq=seq, at=at))
