@@ -238,3 +238,37 @@ def test_in_process_client_has_the_same_calls(live: Cluster) -> None:
             ledger.submit("deposit", uid("ghost"), 1, "USD")
         with pytest.raises(server_errors.LedgerError):
             ledger.status("no-such-command")
+
+
+def test_batches_and_balances_as_of_through_every_client(live: Cluster) -> None:
+    """`submit_batch` gives one typed outcome per command, in order; `balance_at` reads the history."""
+    account = uid("batchc")
+    body = {"type": "deposit", "account_id": account, "currency": "USD"}
+    with LedgerqClient(live.url, live.key, retry=FAST) as ledger:
+        ledger.create_account(account, "USD")
+        first = {**body, "id": uid("b1"), "amount": 40}
+        outcomes = ledger.submit_batch(
+            [first, first, {**body, "amount": 0}, {**body, "account_id": uid("x"), "amount": 1}]
+        )
+        assert [type(o).__name__ for o in outcomes] == ["Accepted", "Accepted", "ValidationFailed", "UnknownAccount"]
+        accepted = outcomes[0]
+        assert isinstance(accepted, remote_errors.Accepted) and not accepted.replayed and outcomes[1].replayed  # type: ignore[union-attr]
+        assert ledger.wait(accepted.id, timeout_s=30).status == "applied"
+        assert ledger.balance_at(account, seq=1).balance == 40
+        assert ledger.balance_at(account, seq=0).balance == 0
+
+    async def scenario() -> tuple[int, str]:
+        async with AsyncLedgerqClient(live.url, live.key, retry=FAST) as remote:
+            (done,) = await remote.submit_batch([{**body, "amount": 2}])
+            assert isinstance(done, remote_errors.Accepted)
+            await remote.wait(done.id, timeout_s=30)
+            return (await remote.balance_at(account, seq=2)).balance, done.id
+
+    assert asyncio.run(scenario())[0] == 42
+    with InProcessClient(live.settings) as local:
+        here = local.submit_batch([{**body, "amount": 3}, {**body, "amount": -1}])
+        assert type(here[1]).__name__ == "ValidationFailed" and not isinstance(here[0], Exception)
+        local.wait(here[0].id, timeout_s=30)  # type: ignore[union-attr]
+        assert local.balance_at(account, seq=3).balance == 45
+        with pytest.raises(server_errors.InvalidRequest):
+            local.balance_at(account)

@@ -31,12 +31,13 @@ from ledgerq_client.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ledgerq_client.models import Accepted, Account, Command, CommandError, CommandStatus, CommandType
+from ledgerq_client.models import Accepted, Account, Balance, Command, CommandError, CommandStatus, CommandType
 
 __all__ = [
     "Accepted",
     "Account",
     "AsyncLedgerqClient",
+    "Balance",
     "BodyTooLarge",
     "Command",
     "CommandError",

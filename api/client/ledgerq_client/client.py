@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -28,7 +29,7 @@ from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 from tenacity.wait import wait_exponential_jitter
 
 from ledgerq_client.errors import ERRORS_BY_CODE, LedgerError, TransientFault, ValidationFailed
-from ledgerq_client.models import FINAL_STATUSES, Accepted, Account, Command, CommandType
+from ledgerq_client.models import FINAL_STATUSES, Accepted, Account, Balance, Command, CommandType
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +91,42 @@ def raise_for_problem(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:  # a proxy's HTML page, say
         body = None
-    problem: dict[str, Any] = body if isinstance(body, dict) else {}
-    code = str(problem.get("code") or ("unavailable" if response.status_code >= 500 else "ledger_error"))
-    fallback = TransientFault if response.status_code >= 500 else LedgerError
-    error = ERRORS_BY_CODE.get(code, fallback)(str(problem.get("detail") or response.reason_phrase), code=code)
-    error.status, error.problem = response.status_code, problem
-    if isinstance(error, ValidationFailed):
-        found = problem.get("errors")
-        error.errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    error = error_from_problem(response.status_code, body if isinstance(body, dict) else {}, response.reason_phrase)
     retry_after = response.headers.get("retry-after", "")
     error.retry_after_s = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
     raise error
+
+
+def error_from_problem(status: int, problem: dict[str, Any], reason: str = "") -> LedgerError:
+    """The typed error for a problem body (an answer's, or one result's in a batch)."""
+    code = str(problem.get("code") or ("unavailable" if status >= 500 else "ledger_error"))
+    fallback = TransientFault if status >= 500 else LedgerError
+    error = ERRORS_BY_CODE.get(code, fallback)(str(problem.get("detail") or reason), code=code)
+    error.status, error.problem = status, problem
+    if isinstance(error, ValidationFailed):
+        found = problem.get("errors")
+        error.errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    return error
+
+
+def batch_body(commands: list[dict[str, Any]]) -> dict[str, Any]:
+    """The batch, every command's id fixed here (a new one where missing) before the first attempt."""
+    return {"commands": [{**c, "id": c.get("id") or new_command_id()} for c in commands]}
+
+
+def batch_outcomes(response: httpx.Response) -> list[Accepted | LedgerError]:
+    """One outcome per command, in order: `Accepted`, or the typed error that refused it."""
+    outcomes: list[Accepted | LedgerError] = []
+    for result in response.json()["results"]:
+        if "error" in result:
+            outcomes.append(error_from_problem(result["http_status"], result["error"]))
+        else:
+            outcomes.append(Accepted(result["id"], result["status"], result["partition"], result["http_status"] == 200))
+    return outcomes
+
+
+def balance_params(seq: int | None, at: datetime | None) -> dict[str, Any]:
+    return {"seq": seq} if at is None else {"at": at.isoformat()}
 
 
 def retryable(exc: BaseException) -> bool:
@@ -200,6 +226,16 @@ class LedgerqClient:
     def account(self, account_id: str) -> Account:
         return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}").json())
 
+    def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
+        """Up to 1,000 command bodies in one request; each is accepted or refused as if alone (a retry of
+        the whole batch is safe: every id is fixed before the first attempt)."""
+        return batch_outcomes(self._request("POST", "/v1/commands/batch", json=batch_body(commands)))
+
+    def balance_at(self, account_id: str, *, seq: int | None = None, at: datetime | None = None) -> Balance:
+        """The balance after the last entry at or before `seq` or `at` (exactly one)."""
+        response = self._request("GET", f"/v1/accounts/{account_id}/balance", params=balance_params(seq, at))
+        return Balance.from_json(response.json())
+
 
 class AsyncLedgerqClient:
     """`LedgerqClient` for asyncio code (FastAPI, Starlette, aiohttp): the same calls, awaited."""
@@ -260,3 +296,10 @@ class AsyncLedgerqClient:
 
     async def account(self, account_id: str) -> Account:
         return Account.from_json((await self._request("GET", f"/v1/accounts/{account_id}")).json())
+
+    async def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
+        return batch_outcomes(await self._request("POST", "/v1/commands/batch", json=batch_body(commands)))
+
+    async def balance_at(self, account_id: str, *, seq: int | None = None, at: datetime | None = None) -> Balance:
+        response = await self._request("GET", f"/v1/accounts/{account_id}/balance", params=balance_params(seq, at))
+        return Balance.from_json(response.json())

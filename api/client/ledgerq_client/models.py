@@ -82,3 +82,17 @@ class Account:
             updated_at=datetime.fromisoformat(body["updated_at"]),
             metadata=body.get("metadata") or {},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's balance after its last entry at or before a seq or a time (`seq` 0 before any)."""
+
+    account_id: str
+    balance: int
+    seq: int
+    at: datetime | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Balance:
+        return cls(body["account_id"], body["balance"], body["seq"], _time(body.get("at")))

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
-from ledgerq.api.accounts import NEW_ACCOUNT, create_account, get_account
+from ledgerq.api.accounts import NEW_ACCOUNT, balance_as_of, create_account, get_account
 from ledgerq.api.body import validate
 from ledgerq.api.context import Context
-from ledgerq.api.models import AccountOut, CommandOut, CommandType
+from ledgerq.api.models import AccountOut, BalanceOut, CommandOut, CommandType
 from ledgerq.api.reads import Poll, command_view
 from ledgerq.api.submit import Outcome, Submitted, submit, submit_many
 from ledgerq.shared.commands import COMMAND_ADAPTER
-from ledgerq.shared.errors import NotFound
+from ledgerq.shared.errors import InvalidRequest, LedgerError, NotFound
 from ledgerq.shared.schema import FINAL_STATUSES, commands
 from ledgerq.shared.settings import Settings
 
@@ -127,6 +128,29 @@ class InProcessClient:
         if metadata is not None:
             body["metadata"] = metadata
         return AccountOut.model_validate(create_account(self.ledger.ctx, validate(NEW_ACCOUNT, body))[1])
+
+    def submit_batch(self, commands: list[dict[str, Any]]) -> list[Outcome]:
+        """Like `LedgerqClient.submit_batch`: one outcome per command body, in order: a `Submitted`, or
+        the `ledgerq.shared.errors.LedgerError` that refused it (invalid ones included)."""
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        valid: list[tuple[int, dict[str, Any]]] = []
+        for i, command in enumerate(commands):
+            body = {**command, "id": command.get("id") or f"cmd-{uuid.uuid4().hex}"}
+            try:
+                validate(COMMAND_ADAPTER, body)
+            except LedgerError as refused:
+                outcomes[i] = refused
+                continue
+            valid.append((i, body))
+        for (i, _), outcome in zip(valid, self.ledger.submit_many([b for _, b in valid]), strict=True):
+            outcomes[i] = outcome
+        return [o for o in outcomes if o is not None]
+
+    def balance_at(self, account_id: str, *, seq: int | None = None, at: datetime | None = None) -> BalanceOut:
+        """The balance after the last entry at or before `seq` or `at` (exactly one)."""
+        if (seq is None) == (at is None):
+            raise InvalidRequest("give exactly one of seq and at")
+        return BalanceOut.model_validate(balance_as_of(self.ledger.ctx, account_id, seq=seq, at=at))
 
     def account(self, account_id: str) -> AccountOut:
         return AccountOut.model_validate(get_account(self.ledger.ctx, account_id))
