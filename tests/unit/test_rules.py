@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from ledgerq.shared.commands import AMOUNT_MAX, Deposit, Transfer, Withdraw
+from ledgerq.shared.commands import AMOUNT_MAX, Deposit, Transaction, Transfer, Withdraw
 from ledgerq.shared.errors import InvariantViolation
 from ledgerq.worker.rules import AccountState, Applied, Leg, Rejected, apply_legs, plan
 
@@ -97,3 +98,52 @@ def test_business_refusals_are_outcomes_not_exceptions(
 def test_unbalanced_legs_are_an_invariant_violation() -> None:
     with pytest.raises(InvariantViolation):
         apply_legs(book(a=0), Applied((Leg("a", 5, WORLD), Leg(WORLD, -4, "a"))))
+
+
+def split(*legs: tuple[str, int], currency: str = "USD") -> Transaction:
+    return Transaction.model_validate(
+        {
+            "id": "t",
+            "type": "transaction",
+            "currency": currency,
+            "legs": [{"account_id": a, "amount": n} for a, n in legs],
+        }
+    )
+
+
+def test_a_marketplace_split_posts_every_leg_with_its_counterparty() -> None:
+    """A buyer pays a seller, a fee and a tax at once: each credit's counterparty is the buyer, the
+    buyer's is `*` (several)."""
+    states = book(buyer=100, seller=0, fee=0, tax=0)
+    out = plan(split(("buyer", -100), ("seller", 85), ("fee", 10), ("tax", 5)), states, WORLD)
+    assert out == Applied(
+        (Leg("buyer", -100, "*"), Leg("seller", 85, "buyer"), Leg("fee", 10, "buyer"), Leg("tax", 5, "buyer"))
+    )
+    apply_legs(states, out)
+    assert [states[a].balance for a in ("buyer", "seller", "fee", "tax")] == [0, 85, 10, 5]
+
+
+def test_a_transaction_is_all_or_nothing() -> None:
+    """One debit it cannot cover refuses the lot; so does one account in another currency or unknown."""
+    states = book(a=50, b=100, c=0)
+    short = plan(split(("a", -60), ("b", -10), ("c", 70)), states, WORLD)
+    assert short == Rejected("insufficient_funds", "balance 50 with overdraft limit 0 cannot cover 60")
+    states["eur"] = AccountState("eur", "EUR", 0, 0, 0)
+    assert isinstance(plan(split(("a", -10), ("eur", 10)), states, WORLD), Rejected)
+    assert plan(split(("a", -10), ("ghost", 10)), states, WORLD).code == "unknown_account"  # type: ignore[union-attr]
+    assert states["a"].balance == 50 and states["c"].balance == 0  # nothing moved
+
+
+@pytest.mark.parametrize(
+    "legs",
+    [
+        [("a", -10)],  # one leg
+        [("a", -10), ("b", 9)],  # not zero
+        [("a", -10), ("a", 10)],  # an account twice
+        [("a", 0), ("b", 0)],  # zero legs
+        [(f"x{i}", 1) for i in range(32)] + [("y", -32)],  # 33 legs
+    ],
+)
+def test_malformed_transactions_are_refused_by_the_model(legs: list[tuple[str, int]]) -> None:
+    with pytest.raises(ValidationError):
+        split(*legs)

@@ -122,3 +122,28 @@ def test_metadata_that_jsonb_spells_longer_is_still_accepted_by_the_worker() -> 
     payload = json.loads(json.dumps(accepted.payload()), parse_float=as_jsonb_gives_it_back)
     assert len(json.dumps(payload["metadata"])) > 4096
     assert parse_stored(payload).amount == 1
+
+
+@st.composite
+def transaction_bodies(draw: st.DrawFn, prefix: str) -> dict[str, Any]:
+    """A valid multi-leg transaction: 2..32 distinct accounts, non-zero legs summing to zero."""
+    accounts = draw(
+        st.lists(ids.map(lambda s: prefix + (s[: 128 - len(prefix)] or "a")), min_size=2, max_size=32, unique=True)
+    )
+    amounts = [draw(st.integers(1, 10**12)) * draw(st.sampled_from([1, -1])) for _ in accounts[:-1]]
+    last = -sum(amounts)
+    if last == 0:
+        amounts[0] += 1 if amounts[0] > 0 else -1
+        last = -sum(amounts)
+    legs = [{"account_id": a, "amount": n} for a, n in zip(accounts, [*amounts, last], strict=True)]
+    return {"id": draw(ids), "type": "transaction", "currency": "USD", "legs": legs}
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_every_stored_transaction_parses_back_to_the_one_accepted(data: st.DataObject) -> None:
+    prefix = data.draw(prefixes)
+    accepted = COMMAND_ADAPTER.validate_python(data.draw(transaction_bodies(prefix)))
+    stored = scope_command(prefix, accepted)
+    payload = json.loads(json.dumps(stored.payload()), parse_float=as_jsonb_gives_it_back)
+    assert parse_stored(payload) == stored

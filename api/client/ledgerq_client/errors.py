@@ -74,6 +74,10 @@ class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 
 
+class LegsSpanPartitions(RequestError):
+    code = "legs_span_partitions"
+
+
 class InvalidJson(RequestError):
     code = "invalid_json"
 

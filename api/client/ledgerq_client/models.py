@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-CommandType = Literal["deposit", "withdraw", "transfer"]
+CommandType = Literal["deposit", "withdraw", "transfer", "transaction"]
 CommandStatus = Literal["queued", "started", "applied", "rejected", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"applied", "rejected", "failed"})
 

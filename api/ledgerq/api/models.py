@@ -65,7 +65,7 @@ class CommandError(BaseModel):
     detail: str
 
 
-CommandType = Literal["deposit", "withdraw", "transfer"]
+CommandType = Literal["deposit", "withdraw", "transfer", "transaction"]
 
 
 class CommandOut(BaseModel):

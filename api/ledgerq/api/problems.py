@@ -28,6 +28,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.RateLimited, 429),
     (errors.UnknownAccount, 422),
     (errors.CurrencyMismatch, 422),
+    (errors.LegsSpanPartitions, 422),
     (errors.ValidationFailed, 422),
     (errors.InvalidRequest, 400),
     (errors.TransientFault, 503),

@@ -39,6 +39,15 @@ class Poll:
         return sleep_s
 
 
+def touched_accounts(payload: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(every account a stored payload names, the ones it debits) — `@world` aside."""
+    if "legs" in payload:
+        legs = payload["legs"]
+        return [leg["account_id"] for leg in legs], [leg["account_id"] for leg in legs if leg["amount"] < 0]
+    named = [a for a in (payload.get("account_id"), payload.get("to_account_id")) if a]
+    return named, [] if payload.get("type") == "deposit" else named[:1]
+
+
 def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> dict[str, Any] | None:
     """The command stored as `command_id`, shaped as `CommandOut` for `key` (None: the in-process door,
     which shares the database and so sees everything); None if unknown or not the key's to see."""
@@ -64,14 +73,14 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
     if key and prefix:
         # A confined key sees only its accounts' legs, even of its own commands: the others' balances
         # (another tenant's, or the `@world` account every tenant's deposits move) are not its to see.
-        named = [row.payload.get("account_id", ""), row.payload.get("to_account_id", "")]
-        if not is_own(prefix, row.id) and not any(key.covers(a) for a in named if a):
+        named, debited = touched_accounts(row.payload)
+        if not is_own(prefix, row.id) and not any(key.covers(a) for a in named):
             return None  # another key's command that touches none of this key's accounts
         if result and "entries" in result:
             result = {**result, "entries": [e for e in result["entries"] if key.covers(e["account_id"])]}
         elif result and "account_id" in result and not key.covers(result["account_id"]):
             result = None
-        if not key.covers(named[0]):  # a rejection's detail speaks of the debited account
+        if not all(key.covers(a) for a in debited):  # a rejection's detail speaks of the debited accounts
             detail = "withheld: it concerns an account outside this key's prefix"
     status = row.status
     if status == CommandStatus.QUEUED and ctx.redis.hget(job_key(command_id), "status") == b"started":

@@ -26,8 +26,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
-from ledgerq.shared.commands import AnyCommand, payload_hash
-from ledgerq.shared.errors import CurrencyMismatch, IdempotencyConflict, LedgerError, QueueFull, UnknownAccount
+from ledgerq.shared.commands import AnyCommand, Transaction, payload_hash
+from ledgerq.shared.errors import (
+    CurrencyMismatch,
+    IdempotencyConflict,
+    LedgerError,
+    LegsSpanPartitions,
+    QueueFull,
+    UnknownAccount,
+)
 from ledgerq.shared.keys import queue_key
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.rq_format import Claim, enqueue_commands
@@ -121,6 +128,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
     batch = [s.command for s in submissions]
     outcomes: list[Outcome | None] = list(_check_accounts(ctx, batch))
     partitions = [partition_for(c.routing_account, ctx.settings.partitions) for c in batch]
+    _check_debits_on_one_partition(ctx, batch, outcomes)
     _check_depth(ctx, partitions, outcomes)
     todo = [i for i, o in enumerate(outcomes) if o is None]
     if not todo:
@@ -196,6 +204,18 @@ def _check_accounts(ctx: Context, batch: list[AnyCommand]) -> list[LedgerError |
                 break
         problems.append(problem)
     return problems
+
+
+def _check_debits_on_one_partition(ctx: Context, batch: list[AnyCommand], outcomes: list[Outcome | None]) -> None:
+    """A transaction's debits are applied by one owner, in order with the accounts' other debits."""
+    for i, command in enumerate(batch):
+        if outcomes[i] is None and isinstance(command, Transaction):
+            spread = {partition_for(a, ctx.settings.partitions) for a in command.debited_ids()}
+            if len(spread) > 1:
+                outcomes[i] = LegsSpanPartitions(
+                    f"the debited accounts route to partitions {sorted(spread)}; a transaction's debits "
+                    "must share one partition (credits may go anywhere)"
+                )
 
 
 def _check_depth(ctx: Context, partitions: list[int], outcomes: list[Outcome | None]) -> None:

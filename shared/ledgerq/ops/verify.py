@@ -55,8 +55,9 @@ COMMAND_CHECKS: dict[str, str] = {
     "applied_have_entries": """
         SELECT c.id, c.status, count(e.seq) FROM commands c LEFT JOIN entries e ON e.command_id = c.id
          WHERE c.id > :lo AND c.id <= :hi
-         GROUP BY c.id, c.status
-        HAVING (c.status = 'applied') <> (count(e.seq) = 2)
+         GROUP BY c.id, c.status, c.type, c.payload
+        HAVING (c.status = 'applied') <> (count(e.seq) = CASE c.type WHEN 'transaction'
+                                                  THEN jsonb_array_length(c.payload->'legs') ELSE 2 END)
     """,
 }
 LEDGER_CHECKS: dict[str, str] = {

@@ -80,14 +80,16 @@ def payload_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
-class _Command(BaseModel):
+Reference = Annotated[str, StringConstraints(max_length=REFERENCE_CHARS_MAX, pattern=r"^[^\x00]*$")]
+
+
+class _Base(BaseModel):
+    """What every command has: its id (the idempotency key), an optional reference and metadata."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     id: EntityId
-    account_id: EntityId
-    amount: Amount
-    currency: Currency
-    reference: Annotated[str, StringConstraints(max_length=REFERENCE_CHARS_MAX, pattern=r"^[^\x00]*$")] | None = None
+    reference: Reference | None = None
     metadata: Metadata | None = None
 
     @field_validator("metadata")
@@ -95,23 +97,36 @@ class _Command(BaseModel):
     def _metadata_size(cls, value: Metadata | None) -> Metadata | None:
         return check_metadata(value)
 
-    @property
-    def routing_account(self) -> str:
-        """The account whose balance goes down (or the credited one for a deposit)."""
-        return self.account_id
-
     def payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
     def payload_hash(self) -> str:
         return payload_hash(self.payload())
 
+
+class _Command(_Base):
+    account_id: EntityId
+    amount: Amount
+    currency: Currency
+
+    @property
+    def routing_account(self) -> str:
+        """The account whose balance goes down (or the credited one for a deposit)."""
+        return self.account_id
+
     def account_ids(self) -> tuple[str, ...]:
+        return (self.account_id,)
+
+    def debited_ids(self) -> tuple[str, ...]:
+        """The accounts whose balance goes down (a deposit debits only `@world`)."""
         return (self.account_id,)
 
 
 class Deposit(_Command):
     type: Literal["deposit"]
+
+    def debited_ids(self) -> tuple[str, ...]:
+        return ()
 
 
 class Withdraw(_Command):
@@ -132,7 +147,51 @@ class Transfer(_Command):
         return (self.account_id, self.to_account_id)
 
 
-AnyCommand = Deposit | Withdraw | Transfer
+LEGS_MIN, LEGS_MAX = 2, 32
+
+
+class TransactionLeg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    account_id: EntityId
+    amount: Annotated[int, Field(ge=-AMOUNT_MAX, le=AMOUNT_MAX, strict=True)]  # signed: negative debits
+
+    @field_validator("amount")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("a leg's amount is a non-zero integer")
+        return value
+
+
+class Transaction(_Base):
+    """Many legs in one currency, summing to zero, posted all or nothing (a marketplace split, say)."""
+
+    type: Literal["transaction"]
+    currency: Currency
+    legs: Annotated[list[TransactionLeg], Field(min_length=LEGS_MIN, max_length=LEGS_MAX)]
+
+    @model_validator(mode="after")
+    def _balanced_and_distinct(self) -> Transaction:
+        if sum(leg.amount for leg in self.legs) != 0:
+            raise ValueError("the legs must sum to zero")
+        if len({leg.account_id for leg in self.legs}) != len(self.legs):
+            raise ValueError("each account may appear in one leg only")
+        return self
+
+    @property
+    def routing_account(self) -> str:
+        """The first debited account: every debited account routes to the same partition (checked at submit)."""
+        return min(self.debited_ids())
+
+    def account_ids(self) -> tuple[str, ...]:
+        return tuple(leg.account_id for leg in self.legs)
+
+    def debited_ids(self) -> tuple[str, ...]:
+        return tuple(leg.account_id for leg in self.legs if leg.amount < 0)
+
+
+AnyCommand = Deposit | Withdraw | Transfer | Transaction
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 

@@ -96,6 +96,13 @@ class UnsupportedMediaType(RequestError):
     code = "unsupported_media_type"
 
 
+class LegsSpanPartitions(RequestError):
+    """A transaction's debited accounts route to different partitions: no one owner could apply it in
+    order with their other debits (422, nothing claimed)."""
+
+    code = "legs_span_partitions"
+
+
 class InvalidJson(RequestError):
     code = "invalid_json"
 

@@ -95,7 +95,7 @@ commands = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
-    CheckConstraint("type IN ('deposit', 'withdraw', 'transfer')", name="commands_type"),
+    CheckConstraint("type IN ('deposit', 'withdraw', 'transfer', 'transaction')", name="commands_type"),
     CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STORED_STATUSES)})", name="commands_status"),
     CheckConstraint("(status = 'queued') = (finished_at IS NULL)", name="commands_finished_iff_final"),
 )

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, any_, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 
-from ledgerq.shared.commands import AnyCommand
+from ledgerq.shared.commands import AnyCommand, Transaction
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
 from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, accounts, commands
@@ -160,7 +160,7 @@ def _parse(payload: dict[str, Any]) -> AnyCommand | str:
 
 def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCommand | str]]) -> _Batch:
     commands_only = [c for _, c in pending if not isinstance(c, str)]
-    worlds = {world_account(c.currency, partition): c.currency for c in commands_only}
+    worlds = {world_account(c.currency, partition): c.currency for c in commands_only if not isinstance(c, Transaction)}
     if worlds:
         conn.execute(
             insert(accounts)
@@ -178,7 +178,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCo
         outcome = plan(command, states, world_account(command.currency, partition))
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.
-            seen = states.get(command.account_id)
+            seen = states.get(command.routing_account)
             result = None if seen is None else {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
             batch.finished.append(Finished(command_id, CommandStatus.REJECTED, outcome.code, outcome.detail, result))
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledgerq.shared.commands import AMOUNT_MAX, INT64_MAX, Deposit, Transfer, Withdraw
+from ledgerq.shared.commands import AMOUNT_MAX, INT64_MAX, AnyCommand, Deposit, Transaction, Transfer, Withdraw
 from ledgerq.shared.errors import CurrencyMismatch, InsufficientFunds, InvariantViolation, Rejection, UnknownAccount
 
 BALANCE_MIN = -INT64_MAX - 1  # bigint's least value
@@ -40,7 +40,7 @@ class Leg:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    legs: tuple[Leg, Leg]
+    legs: tuple[Leg, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +52,56 @@ class Rejected:
 Outcome = Applied | Rejected
 
 
-def plan(command: Deposit | Withdraw | Transfer, accounts: dict[str, AccountState], world_id: str) -> Outcome:
+def plan(command: AnyCommand, accounts: dict[str, AccountState], world_id: str) -> Outcome:
     """Decide one command against current balances. Never raises for a business reason."""
     try:
+        if isinstance(command, Transaction):
+            return _plan_transaction(command, accounts)
         source, target = _source_and_target(command, world_id)
         debit = _require(accounts, source, command.currency)
         credit = _require(accounts, target, command.currency)
-        if not debit.is_system and debit.balance - command.amount < -debit.overdraft_limit:
-            raise InsufficientFunds(
-                f"balance {debit.balance} with overdraft limit {debit.overdraft_limit} cannot cover {command.amount}"
-            )
-        if credit.balance + command.amount > AMOUNT_MAX or debit.balance - command.amount < BALANCE_MIN:
-            raise Rejection("the balance would leave the int64 range", code="amount_out_of_range")
+        _check_debit(debit, command.amount)
+        _check_range(debit, -command.amount)
+        _check_range(credit, command.amount)
     except Rejection as refusal:
         return Rejected(refusal.code, refusal.detail)
     return Applied((Leg(source, -command.amount, target), Leg(target, command.amount, source)))
+
+
+MANY = "*"
+"""A multi-leg entry's counterparty when the other side has several accounts."""
+
+
+def _plan_transaction(command: Transaction, accounts: dict[str, AccountState]) -> Outcome:
+    """All legs or none: every account known and in the currency, every debit covered, no overflow.
+
+    Each entry's counterparty is the one account on the other side of the transaction when there is
+    exactly one (a buyer paying a seller, a fee and a tax: each credit's counterparty is the buyer),
+    else `*`."""
+    debits = [leg.account_id for leg in command.legs if leg.amount < 0]
+    credits = [leg.account_id for leg in command.legs if leg.amount > 0]
+    for leg in command.legs:
+        state = _require(accounts, leg.account_id, command.currency)
+        if leg.amount < 0:
+            _check_debit(state, -leg.amount)
+        _check_range(state, leg.amount)
+    legs = []
+    for leg in command.legs:
+        other = credits if leg.amount < 0 else debits
+        legs.append(Leg(leg.account_id, leg.amount, other[0] if len(other) == 1 else MANY))
+    return Applied(tuple(legs))
+
+
+def _check_debit(debit: AccountState, amount: int) -> None:
+    if not debit.is_system and debit.balance - amount < -debit.overdraft_limit:
+        raise InsufficientFunds(
+            f"balance {debit.balance} with overdraft limit {debit.overdraft_limit} cannot cover {amount}"
+        )
+
+
+def _check_range(state: AccountState, amount: int) -> None:
+    if not BALANCE_MIN <= state.balance + amount <= AMOUNT_MAX:
+        raise Rejection("the balance would leave the int64 range", code="amount_out_of_range")
 
 
 def _source_and_target(command: Deposit | Withdraw | Transfer, world_id: str) -> tuple[str, str]:
