@@ -9,6 +9,8 @@ its venv. The figures (distributions, modules, import time) are printed, not ass
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ledgerq.ops.embedded import PostgresServer, RedisServer
 from tests.chaos.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,10 +34,21 @@ def run(*argv: str | Path, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+# What the Dockerfile copies: a wheel is built from these alone, never from a checkout's leftover build/.
+SOURCES = ("pyproject.toml", "README.md", "api", "worker", "shared")
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("wheels")
-    for source in (ROOT, ROOT / "api" / "client"):
+    out, tree = tmp_path_factory.mktemp("wheels"), tmp_path_factory.mktemp("tree")
+    ignore = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tree / name, ignore=ignore)
+        else:
+            shutil.copy(source, tree / name)
+    for source in (tree, tree / "api" / "client"):
         run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", out, source)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"ledgerq", "ledgerq_client"}, found
@@ -70,7 +84,9 @@ def top_level(python: Path, distribution: str) -> set[str]:
 USER_PACKAGES_STAY = "import api, shared, worker; print(api.OWNER, shared.OWNER, worker.OWNER, sep='|')"
 
 
-def test_the_server_wheel_takes_only_the_ledgerq_name(wheels: dict[str, Path], tmp_path: Path) -> None:
+def test_the_server_wheel_takes_only_the_ledgerq_name(
+    wheels: dict[str, Path], tmp_path: Path, servers: tuple[PostgresServer, RedisServer]
+) -> None:
     python = venv_with(tmp_path, wheels["ledgerq"])
     assert top_level(python, "ledgerq") == {"ledgerq"}
     project = user_project(tmp_path / "project")
@@ -82,7 +98,16 @@ def test_the_server_wheel_takes_only_the_ledgerq_name(wheels: dict[str, Path], t
     # The migrations and the wallet page are in the wheel, not only in the checkout.
     listing = "import importlib.metadata as m; print('\\n'.join(map(str, m.files('ledgerq'))))"
     files = run(python, "-c", listing, cwd=tmp_path)
-    assert "ledgerq/shared/migrations/alembic.ini" in files and "ledgerq/api/ui/wallet.html" in files
+    for shipped in ("migrations/alembic.ini", "migrations/script.py.mako", "migrations/versions/0001_ledger.py"):
+        assert f"ledgerq/shared/{shipped}" in files, shipped
+    assert "ledgerq/api/ui/wallet.html" in files
+    # The installed package migrates a database from anywhere (the migrations come from the wheel).
+    url = servers[0].create_database(f"wheel_{tmp_path.name[-8:]}".replace("-", "_"))
+    env = {"PATH": os.environ["PATH"], "LEDGERQ_DATABASE_URL": url, "LEDGERQ_PARTITIONS": "4"}
+    done = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "ledgerq"), "init"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "4 partitions" in done.stdout, done.stderr[-2000:]
 
 
 def test_the_client_wheel_is_small_and_drives_a_live_api(

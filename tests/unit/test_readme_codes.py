@@ -37,6 +37,7 @@ def literal_codes() -> set[str]:
     for source in sources:
         found |= set(re.findall(r'problem\(\s*\d{3},\s*"([a-z_]+)"', source))
         found |= set(re.findall(r'\d{3}: "([a-z_]+)"', source))
+        found |= set(re.findall(r'"\w+": "([a-z]+_unavailable)"', source))
     return found
 
 
@@ -44,5 +45,6 @@ def test_the_readme_lists_every_code_the_api_answers() -> None:
     table = (ROOT / "README.md").read_text().split("The codes the API answers:")[1].split("\n\n")[1]
     listed = set(re.findall(r"`([a-z_]+)`", table))
     answered = error_codes() | literal_codes()
-    assert {"method_not_allowed", "unsupported_media_type", "not_ready"} <= answered
+    assert {"method_not_allowed", "unsupported_media_type", "not_ready", "redis_unavailable"} <= answered
+    assert "database_unavailable" in answered
     assert answered - listed == set(), "codes the README does not list"

@@ -8,9 +8,11 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
     client.wait("order-42", timeout_s=5)
     client.submit_many([...])   # many commands, one claim transaction and one Redis call
 
-`InProcessClient` wraps it in every call of the HTTP client (`ledgerq_client.LedgerqClient`:
-`submit`, `status`, `wait`, `create_account`, `account`), so a backend can switch between the
-two without other changes.
+`InProcessClient` wraps it in every call of the HTTP client (`ledgerq_client.LedgerqClient`) by
+the same names and arguments; it answers with the server's models (`Submitted`, `CommandOut`,
+`AccountOut`) and raises the server's `ledgerq.shared.errors` (same class names and codes as the
+client's), since the server does not depend on the client distribution. Its `status` reads Redis
+too (for `started`), as the HTTP route does.
 """
 
 from __future__ import annotations

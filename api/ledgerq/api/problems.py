@@ -35,6 +35,8 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.ConfigurationError, 503),
 ]
 
+UNAVAILABLE_CODES = {"redis": "redis_unavailable", "database": "database_unavailable"}
+
 TITLES = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -120,7 +122,7 @@ def install(app: FastAPI) -> None:
             detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
         else:
             return problem(500, "internal_error", "unexpected database error")
-        return problem(503, f"{away}_unavailable", detail, {"Retry-After": "1"})
+        return problem(503, UNAVAILABLE_CODES[away], detail, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:

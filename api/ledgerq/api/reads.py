@@ -2,7 +2,7 @@
 it, and the long-poll schedule that waits for it to be final.
 
 A key confined to an account prefix sees another key's command only where it touches one of its
-accounts, and of any command only its own accounts' legs (shared/scoping.py has the id forms).
+accounts, and of any command only its own accounts' legs (`ledgerq.shared.scoping` has the id forms).
 """
 
 from __future__ import annotations

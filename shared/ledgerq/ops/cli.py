@@ -290,7 +290,7 @@ def main() -> None:
     except (DBAPIError, RedisError) as exc:
         away = outage(exc)
         if away == "database":
-            first = str(getattr(exc, "orig", exc)).splitlines()[0]
+            first = (str(getattr(exc, "orig", exc)).splitlines() or [type(exc).__name__])[0]
             sys.exit(f"ledgerq: PostgreSQL unreachable ({first}); check LEDGERQ_DATABASE_URL")
         if away == "redis":
             sys.exit(f"ledgerq: Redis unreachable ({exc}); check LEDGERQ_REDIS_URL")

@@ -5,7 +5,7 @@
 - `InvariantViolation`: something that must never happen; loud.
 
 `RequestError` covers refusals at the API door (bad input, auth, conflicts).
-The mapping from these to HTTP status codes lives in `api/problems.py` only.
+The mapping from these to HTTP status codes lives in `ledgerq.api.problems` only.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 class LedgerError(Exception):
     code: str = "ledger_error"
-    # Set when the error was read from an HTTP answer (`ledgerq.api.client`): its status, problem body, Retry-After.
+    # For a refusal answered over HTTP: its status, problem body and Retry-After (the client's own
+    # tree, `ledgerq_client.errors`, mirrors these).
     status: int | None = None
     problem: dict[str, object] | None = None
     retry_after_s: float | None = None

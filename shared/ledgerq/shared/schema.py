@@ -1,4 +1,4 @@
-"""The ledger's tables (SQLAlchemy 2.0 Core). Migrations in `shared/migrations` create them.
+"""The ledger's tables (SQLAlchemy 2.0 Core). Migrations in `ledgerq.shared.migrations` create them.
 
 Design overview:
 - `accounts` holds the running balance, a materialised sum of the account's
@@ -82,7 +82,7 @@ accounts = Table(
 commands = Table(
     "commands",
     metadata,
-    # A client's id (<= 128) behind its key's prefix scope: see shared/scoping.py.
+    # A client's id (<= 128) behind its key's prefix scope: see ledgerq.shared.scoping.
     Column("id", String(300), primary_key=True),
     Column("payload_hash", String(64), nullable=False),
     Column("type", Text, nullable=False),
