@@ -273,3 +273,28 @@ def test_batches_and_balances_as_of_through_every_client(live: Cluster) -> None:
         assert local.balance_at(account, seq=3).balance == 45
         with pytest.raises(server_errors.InvalidRequest):
             local.balance_at(account)
+
+
+def test_transactions_through_every_client(live: Cluster) -> None:
+    """`transaction` posts every leg or none, on the sync, async and in-process clients alike."""
+    payer, payee, fee = uid("payer"), uid("payee"), uid("fee")
+    with LedgerqClient(live.url, live.key, retry=FAST) as ledger:
+        for account in (payer, payee, fee):
+            ledger.create_account(account, "USD")
+        ledger.wait(ledger.submit("deposit", payer, 100, "USD").id, timeout_s=30)
+        sale = ledger.transaction("USD", [(payer, -60), (payee, 55), (fee, 5)], reference="split")
+        assert ledger.wait(sale.id, timeout_s=30).status == "applied"
+        with pytest.raises(remote_errors.ValidationFailed):
+            ledger.transaction("USD", [(payer, -1), (payee, 2)])
+
+    async def scenario() -> str:
+        async with AsyncLedgerqClient(live.url, live.key, retry=FAST) as remote:
+            done = await remote.transaction("USD", [(payer, -30), (payee, 30)])
+            return (await remote.wait(done.id, timeout_s=30)).status
+
+    assert asyncio.run(scenario()) == "applied"
+    with InProcessClient(live.settings) as local:
+        short = local.transaction("USD", [(payer, -11), (fee, 11)])
+        outcome = local.wait(short.id, timeout_s=30)
+        assert outcome.status == "rejected" and outcome.error and outcome.error.code == "insufficient_funds"
+        assert (local.account(payer).balance, local.account(payee).balance) == (10, 85)

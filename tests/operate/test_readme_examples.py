@@ -120,3 +120,11 @@ def test_the_curl_session_answers_what_the_readme_shows(live: Cluster) -> None:
     for line in script.splitlines():  # the concrete values the comments show
         for fact in re.findall(r'"(?:balance|status|code)":(?:\d+|"[a-z_]+")', line):
             assert fact in done.stdout, fact
+
+
+def test_the_marketplace_split(live: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    source = block_after("**A marketplace split**").replace(
+        '"http://127.0.0.1:8000", "lq_…"', f'"{live.url}", "{live.key}"'
+    )
+    load("readme_split", source)
+    assert capsys.readouterr().out.split() == ["applied", "8500"]

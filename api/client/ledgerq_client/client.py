@@ -109,6 +109,26 @@ def error_from_problem(status: int, problem: dict[str, Any], reason: str = "") -
     return error
 
 
+def transaction_body(
+    currency: str,
+    legs: list[tuple[str, int]],
+    *,
+    id: str | None = None,
+    reference: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A multi-leg transaction: `legs` as (account id, signed amount) pairs summing to zero."""
+    body: dict[str, Any] = {
+        "id": id or new_command_id(),
+        "type": "transaction",
+        "currency": currency,
+        "legs": [{"account_id": account_id, "amount": amount} for account_id, amount in legs],
+    }
+    optional = {"reference": reference, "metadata": metadata}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
 def batch_body(commands: list[dict[str, Any]]) -> dict[str, Any]:
     """The batch, every command's id fixed here (a new one where missing) before the first attempt."""
     return {"commands": [{**c, "id": c.get("id") or new_command_id()} for c in commands]}
@@ -226,6 +246,12 @@ class LedgerqClient:
     def account(self, account_id: str) -> Account:
         return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}").json())
 
+    def transaction(self, currency: str, legs: list[tuple[str, int]], **options: Any) -> Accepted:
+        """Post every leg or none (options: id, reference, metadata): `[("buyer", -100), ("seller", 85),
+        ("fee", 15)]`. The debited accounts must share a partition (else `LegsSpanPartitions`)."""
+        body = transaction_body(currency, legs, **options)
+        return _accepted(self._request("POST", "/v1/commands", json=body))
+
     def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
         """Up to 1,000 command bodies in one request; each is accepted or refused as if alone (a retry of
         the whole batch is safe: every id is fixed before the first attempt)."""
@@ -296,6 +322,10 @@ class AsyncLedgerqClient:
 
     async def account(self, account_id: str) -> Account:
         return Account.from_json((await self._request("GET", f"/v1/accounts/{account_id}")).json())
+
+    async def transaction(self, currency: str, legs: list[tuple[str, int]], **options: Any) -> Accepted:
+        body = transaction_body(currency, legs, **options)
+        return _accepted(await self._request("POST", "/v1/commands", json=body))
 
     async def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
         return batch_outcomes(await self._request("POST", "/v1/commands/batch", json=batch_body(commands)))

@@ -131,6 +131,25 @@ class InProcessClient:
             body["metadata"] = metadata
         return AccountOut.model_validate(create_account(self.ledger.ctx, validate(NEW_ACCOUNT, body))[1])
 
+    def transaction(
+        self,
+        currency: str,
+        legs: list[tuple[str, int]],
+        *,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.transaction`: every leg or none; `legs` as (account id, signed amount)."""
+        body: dict[str, Any] = {
+            "id": id or f"cmd-{uuid.uuid4().hex}",
+            "type": "transaction",
+            "currency": currency,
+            "legs": [{"account_id": account_id, "amount": amount} for account_id, amount in legs],
+        }
+        optional = {"reference": reference, "metadata": metadata}
+        return self.ledger.submit(body | {k: v for k, v in optional.items() if v is not None})
+
     def submit_batch(self, commands: list[dict[str, Any]]) -> list[Outcome]:
         """Like `LedgerqClient.submit_batch`: one outcome per command body, in order: a `Submitted`, or
         the `ledgerq.shared.errors.LedgerError` that refused it (invalid ones included)."""
