@@ -103,9 +103,16 @@ class InProcessClient:
         metadata: dict[str, Any] | None = None,
     ) -> Submitted:
         """Like `LedgerqClient.submit`: the id is yours or a new `cmd-<uuid>`; `replayed` if it was known."""
-        body: dict[str, Any] = {"id": id or f"cmd-{uuid.uuid4().hex}", "type": type, "account_id": account_id}
-        optional = {"to_account_id": to_account_id, "reference": reference, "metadata": metadata}
-        body |= {"amount": amount, "currency": currency} | {k: v for k, v in optional.items() if v is not None}
+        body = _body(
+            id,
+            type=type,
+            account_id=account_id,
+            amount=amount,
+            currency=currency,
+            to_account_id=to_account_id,
+            reference=reference,
+            metadata=metadata,
+        )
         return self.ledger.submit(body)
 
     def status(self, command_id: str, *, wait_s: float = 0) -> CommandOut:
@@ -141,14 +148,9 @@ class InProcessClient:
         metadata: dict[str, Any] | None = None,
     ) -> Submitted:
         """Like `LedgerqClient.transaction`: every leg or none; `legs` as (account id, signed amount)."""
-        body: dict[str, Any] = {
-            "id": id or f"cmd-{uuid.uuid4().hex}",
-            "type": "transaction",
-            "currency": currency,
-            "legs": [{"account_id": account_id, "amount": amount} for account_id, amount in legs],
-        }
-        optional = {"reference": reference, "metadata": metadata}
-        return self.ledger.submit(body | {k: v for k, v in optional.items() if v is not None})
+        legs_json = [{"account_id": account_id, "amount": amount} for account_id, amount in legs]
+        body = _body(id, type="transaction", currency=currency, legs=legs_json, reference=reference, metadata=metadata)
+        return self.ledger.submit(body)
 
     def submit_batch(self, commands: list[dict[str, Any]]) -> list[Outcome]:
         """Like `LedgerqClient.submit_batch`: one outcome per command body, in order: a `Submitted`, or
@@ -156,7 +158,7 @@ class InProcessClient:
         outcomes: list[Outcome | None] = [None] * len(commands)
         valid: list[tuple[int, dict[str, Any]]] = []
         for i, command in enumerate(commands):
-            body = {**command, "id": command.get("id") or f"cmd-{uuid.uuid4().hex}"}
+            body = {**command, "id": command.get("id") or new_command_id()}
             try:
                 validate(COMMAND_ADAPTER, body)
             except LedgerError as refused:
@@ -175,3 +177,12 @@ class InProcessClient:
 
     def account(self, account_id: str) -> AccountOut:
         return AccountOut.model_validate(get_account(self.ledger.ctx, account_id))
+
+
+def new_command_id() -> str:
+    return f"cmd-{uuid.uuid4().hex}"
+
+
+def _body(command_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A command body with its id fixed now (yours, or a new one) and the options left out that are None."""
+    return {"id": command_id or new_command_id(), **{k: v for k, v in fields.items() if v is not None}}
