@@ -55,6 +55,8 @@ def read_account(conn: Connection, account_id: str) -> dict[str, Any] | None:
             accounts.c.id,
             accounts.c.currency,
             accounts.c.balance,
+            accounts.c.held,
+            (accounts.c.balance - accounts.c.held).label("available"),
             accounts.c.overdraft_limit,
             accounts.c.entry_count,
             accounts.c.metadata,

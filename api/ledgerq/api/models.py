@@ -11,7 +11,9 @@ from pydantic import BaseModel
 class AccountOut(BaseModel):
     id: str
     currency: str
-    balance: int
+    balance: int  # posted: the sum of the entries
+    held: int  # the sum of pending holds
+    available: int  # balance - held: what a debit or a new hold may use (with the overdraft limit)
     overdraft_limit: int
     entry_count: int
     metadata: dict[str, Any]
@@ -65,7 +67,7 @@ class CommandError(BaseModel):
     detail: str
 
 
-CommandType = Literal["deposit", "withdraw", "transfer", "transaction"]
+CommandType = Literal["deposit", "withdraw", "transfer", "transaction", "hold", "capture", "void", "reversal"]
 
 
 class CommandOut(BaseModel):
@@ -75,8 +77,26 @@ class CommandOut(BaseModel):
     partition: int
     error: CommandError | None = None
     result: dict[str, Any] | None = None
+    reversed_amount: int | None = None  # an applied deposit, withdraw, transfer, capture or transaction
     accepted_at: datetime
     finished_at: datetime | None = None
+
+
+class HoldOut(BaseModel):
+    id: str
+    account_id: str
+    to_account_id: str | None
+    amount: int
+    currency: str
+    status: Literal["pending", "captured", "voided", "expired"]
+    captured_amount: int
+    expires_at: datetime
+    finished_at: datetime | None
+
+
+class HoldsOut(BaseModel):
+    holds: list[HoldOut]
+    next_after_id: str | None
 
 
 class CurrencyTotal(BaseModel):

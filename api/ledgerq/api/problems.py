@@ -29,6 +29,8 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.UnknownAccount, 422),
     (errors.CurrencyMismatch, 422),
     (errors.LegsSpanPartitions, 422),
+    (errors.UnknownHold, 422),
+    (errors.UnknownCommand, 422),
     (errors.ValidationFailed, 422),
     (errors.InvalidRequest, 400),
     (errors.TransientFault, 503),

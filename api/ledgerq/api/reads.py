@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from ledgerq.api.context import Context
 from ledgerq.shared.apikeys import ApiKey
+from ledgerq.shared.commands import REVERSIBLE_TYPES
 from ledgerq.shared.keys import job_key
 from ledgerq.shared.schema import CommandStatus, commands
 from ledgerq.shared.scoping import is_own, shown_id
@@ -64,6 +65,7 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
                 commands.c.result,
                 commands.c.accepted_at,
                 commands.c.finished_at,
+                commands.c.reversed_amount,
             ).where(commands.c.id == command_id)
         ).one_or_none()
     if row is None:
@@ -96,4 +98,6 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
     }
     if row.error_code:
         out["error"] = {"code": row.error_code, "detail": detail}
+    if status == CommandStatus.APPLIED and row.type in REVERSIBLE_TYPES:
+        out["reversed_amount"] = row.reversed_amount
     return out

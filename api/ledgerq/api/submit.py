@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
-from ledgerq.shared.commands import AnyCommand, Transaction, payload_hash
+from ledgerq.api.references import Route, route
+from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Transaction, Void, payload_hash
 from ledgerq.shared.errors import (
     CurrencyMismatch,
     IdempotencyConflict,
@@ -45,10 +46,13 @@ if TYPE_CHECKING:  # the context holds this module's round; it is only named her
 
 
 class Submission(NamedTuple):
-    """One command in a round, with the id of the HTTP request that sent it (for the worker's logs)."""
+    """One command in a round, with the id of the HTTP request that sent it (for the worker's logs)
+    and the account prefix of the key that sent it (a capture, void or reversal may only name a
+    command within it)."""
 
     command: AnyCommand
     request_id: str | None = None
+    scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +68,21 @@ Outcome = Submitted | LedgerError
 
 # One JSON document for the round; sorted by id so two processes claiming overlapping ids wait on
 # each other in one order (no deadlock).
+# `accepted_at` is the clock when the row is written, after any hold lock below was granted: a
+# capture that waited for the expiry sweep is accepted after it, never before.
 _CLAIM = text(
     """
-    INSERT INTO commands (id, payload_hash, type, partition, payload)
-    SELECT v.id, v.hash, v.type, v.partition, v.payload
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, hash text, type text, partition int, payload jsonb)
+    INSERT INTO commands (id, payload_hash, type, partition, payload, ref_id, currency, accepted_at)
+    SELECT v.id, v.hash, v.type, v.partition, v.payload, v.ref_id, v.currency, clock_timestamp()
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS v(id text, hash text, type text, partition int, payload jsonb, ref_id text, currency text)
      ORDER BY v.id
     ON CONFLICT (id) DO NOTHING
     RETURNING id, accepted_at
     """
+)
+_SHARE_HOLDS = text("SELECT id FROM commands WHERE id = ANY(:ids) ORDER BY id FOR KEY SHARE").bindparams(
+    bindparam("ids", type_=ARRAY(TEXT))
 )
 _EXISTING = text(
     "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(:ids)"
@@ -87,9 +97,9 @@ def submit(ctx: Context, command: AnyCommand, request_id: str | None = None) -> 
     return outcome
 
 
-async def submit_async(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
+async def submit_async(ctx: Context, command: AnyCommand, request_id: str | None = None, scope: str = "") -> Submitted:
     """`submit` for the event loop: waits for its round without holding a thread."""
-    (outcome,) = await ctx.submits.run_async([Submission(command, request_id)])
+    (outcome,) = await ctx.submits.run_async([Submission(command, request_id, scope)])
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
@@ -112,7 +122,7 @@ def submit_round(ctx: Context, batch: list[Submission]) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(batch)
     rounds: list[list[int]] = []
     seen: dict[str, int] = {}
-    for index, (command, _) in enumerate(batch):
+    for index, (command, _, _) in enumerate(batch):
         nth = seen.get(command.id, 0)
         seen[command.id] = nth + 1
         if nth == len(rounds):
@@ -127,7 +137,8 @@ def submit_round(ctx: Context, batch: list[Submission]) -> list[Outcome]:
 def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outcome]:
     batch = [s.command for s in submissions]
     outcomes: list[Outcome | None] = list(_check_accounts(ctx, batch))
-    partitions = [partition_for(c.routing_account, ctx.settings.partitions) for c in batch]
+    routes = _routes(ctx, submissions, outcomes)
+    partitions = [r.partition for r in routes]
     _check_debits_on_one_partition(ctx, batch, outcomes)
     _check_depth(ctx, partitions, outcomes)
     todo = [i for i, o in enumerate(outcomes) if o is None]
@@ -136,7 +147,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
     payloads = {i: batch[i].payload() for i in todo}
     hashes = {i: payload_hash(payloads[i]) for i in todo}  # the payload is built once per command
     with ctx.engine.begin() as conn:
-        claimed, existing = _claim(conn, batch, todo, hashes, payloads, partitions)
+        claimed, existing = _claim(conn, batch, todo, hashes, payloads, routes)
     to_enqueue: list[Claim] = []
     for i in todo:
         command_id = batch[i].id
@@ -162,8 +173,11 @@ def _claim(
     todo: list[int],
     hashes: dict[int, str],
     payloads: dict[int, dict[str, Any]],
-    partitions: list[int],
+    routes: list[Route],
 ) -> tuple[dict[str, datetime], dict[str, Any]]:
+    held = sorted({c.hold_id for i in todo if isinstance(c := batch[i], Capture | Void)})
+    if held:
+        conn.execute(_SHARE_HOLDS, {"ids": held})
     claimed = {
         row.id: row.accepted_at
         for row in conn.execute(
@@ -175,8 +189,10 @@ def _claim(
                             "id": batch[i].id,
                             "hash": hashes[i],
                             "type": batch[i].type,
-                            "partition": partitions[i],
+                            "partition": routes[i].partition,
                             "payload": payloads[i],
+                            "ref_id": routes[i].ref_id,
+                            "currency": routes[i].currency,
                         }
                         for i in todo
                     ]
@@ -189,11 +205,33 @@ def _claim(
     return claimed, existing
 
 
+_NO_ROUTE = Route(0, "")
+
+
+def _routes(ctx: Context, submissions: list[Submission], outcomes: list[Outcome | None]) -> list[Route]:
+    """Each command's partition: its routing account's, or for one that names another command, that
+    command's (`ledgerq.api.references`); a refusal is put in `outcomes`."""
+    batch = [s.command for s in submissions]
+    found = route(ctx.engine, ctx.settings.partitions, batch, [s.scope for s in submissions])
+    routes: list[Route] = []
+    for i, r in enumerate(found):
+        if isinstance(r, LedgerError):
+            if outcomes[i] is None:
+                outcomes[i] = r
+            routes.append(_NO_ROUTE)
+        else:
+            routes.append(r)
+    return routes
+
+
 def _check_accounts(ctx: Context, batch: list[AnyCommand]) -> list[LedgerError | None]:
     known = ctx.currencies.of(tuple({a for c in batch for a in c.account_ids()}))
     problems: list[LedgerError | None] = []
     for command in batch:
         problem: LedgerError | None = None
+        if isinstance(command, Capture | Void | Reversal):  # their accounts are the named command's
+            problems.append(None)
+            continue
         for account_id in command.account_ids():
             currency = known.get(account_id)
             if currency is None:

@@ -1,4 +1,6 @@
-"""`ledgerq verify`: re-derive the ledger from its entries and report any drift (invariants 2, 3, 4, 6).
+"""`ledgerq verify`: re-derive the ledger from its entries and report any drift (invariants 2, 3, 4, 6),
+and the holds and reversals from their commands (held = pending holds, each hold resolved at most once
+and captured within its amount, no original reversed above what it posted).
 
 Each check is one SQL query that returns the offending rows, so a clean
 ledger yields nothing and every finding names the account, command or
@@ -42,8 +44,15 @@ ACCOUNT_CHECKS: dict[str, str] = {
          WHERE balance_after <> running
     """,
     "no_overdraft": """
-        SELECT id, balance, overdraft_limit FROM accounts
-         WHERE id > :lo AND id <= :hi AND kind = 'user' AND balance < -overdraft_limit
+        SELECT id, balance, held, overdraft_limit FROM accounts
+         WHERE id > :lo AND id <= :hi AND kind = 'user' AND balance - held < -overdraft_limit
+    """,
+    "held_is_sum_of_pending_holds": """
+        SELECT a.id, a.held, coalesce(sum(h.amount) FILTER (WHERE h.status = 'pending'), 0) AS pending
+          FROM accounts a LEFT JOIN holds h ON h.account_id = a.id
+         WHERE a.id > :lo AND a.id <= :hi
+         GROUP BY a.id
+        HAVING a.held <> coalesce(sum(h.amount) FILTER (WHERE h.status = 'pending'), 0)
     """,
 }
 # Checks over one range of command ids.
@@ -52,12 +61,46 @@ COMMAND_CHECKS: dict[str, str] = {
         SELECT command_id, sum(amount) FROM entries WHERE command_id > :lo AND command_id <= :hi
          GROUP BY command_id HAVING sum(amount) <> 0
     """,
+    # An applied command posts one entry per leg (holds and voids none, a reversal as many as its
+    # original); anything not applied posts none.
     "applied_have_entries": """
         SELECT c.id, c.status, count(e.seq) FROM commands c LEFT JOIN entries e ON e.command_id = c.id
          WHERE c.id > :lo AND c.id <= :hi
-         GROUP BY c.id, c.status, c.type, c.payload
-        HAVING (c.status = 'applied') <> (count(e.seq) = CASE c.type WHEN 'transaction'
-                                                  THEN jsonb_array_length(c.payload->'legs') ELSE 2 END)
+         GROUP BY c.id, c.status, c.type, c.payload, c.ref_id
+        HAVING count(e.seq) <> CASE WHEN c.status <> 'applied' OR c.type IN ('hold', 'void') THEN 0
+                                    WHEN c.type = 'transaction' THEN jsonb_array_length(c.payload->'legs')
+                                    WHEN c.type = 'reversal'
+                                    THEN (SELECT count(*) FROM entries o WHERE o.command_id = c.ref_id)
+                                    ELSE 2 END
+    """,
+    # A hold is captured or voided by exactly one applied command, or by none while pending or expired.
+    "hold_resolved_once": """
+        SELECT h.id, h.status, count(c.id) AS resolutions
+          FROM holds h LEFT JOIN commands c
+            ON c.ref_id = h.id AND c.type IN ('capture', 'void') AND c.status = 'applied'
+         WHERE h.id > :lo AND h.id <= :hi
+         GROUP BY h.id, h.status
+        HAVING count(c.id) <> CASE WHEN h.status IN ('captured', 'voided') THEN 1 ELSE 0 END
+    """,
+    # What a hold shows captured is what its capture posted, and never more than the hold.
+    "hold_captured_within": """
+        SELECT h.id, h.amount, h.captured_amount, coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0) AS posted
+          FROM holds h LEFT JOIN entries e ON e.command_id = h.resolved_by
+         WHERE h.id > :lo AND h.id <= :hi
+         GROUP BY h.id, h.amount, h.captured_amount
+        HAVING h.captured_amount > h.amount
+            OR h.captured_amount <> coalesce(sum(e.amount) FILTER (WHERE e.amount > 0), 0)
+    """,
+    # An original's reversed_amount is what its applied reversals posted, never above what it posted.
+    "reversed_within_original": """
+        SELECT o.id, o.reversible_amount, o.reversed_amount, coalesce(sum(e.amount), 0) AS reversed
+          FROM commands o
+          LEFT JOIN commands r ON r.ref_id = o.id AND r.type = 'reversal' AND r.status = 'applied'
+          LEFT JOIN entries e ON e.command_id = r.id AND e.amount > 0
+         WHERE o.id > :lo AND o.id <= :hi AND o.type IN ('deposit', 'withdraw', 'transfer', 'capture', 'transaction')
+         GROUP BY o.id, o.reversible_amount, o.reversed_amount
+        HAVING o.reversed_amount <> coalesce(sum(e.amount), 0)
+            OR o.reversed_amount > coalesce(o.reversible_amount, 0)
     """,
 }
 LEDGER_CHECKS: dict[str, str] = {

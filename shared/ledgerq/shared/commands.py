@@ -191,7 +191,82 @@ class Transaction(_Base):
         return tuple(leg.account_id for leg in self.legs if leg.amount < 0)
 
 
-AnyCommand = Deposit | Withdraw | Transfer | Transaction
+HOLD_EXPIRES_IN_S_MAX = 2_592_000  # 30 days
+HOLD_EXPIRES_IN_S_DEFAULT = 604_800  # 7 days
+
+
+class Hold(_Command):
+    """Reserve `amount` of the account's available balance until captured, voided or expired."""
+
+    type: Literal["hold"]
+    to_account_id: EntityId | None = None
+    expires_in_s: Annotated[int, Field(ge=1, le=HOLD_EXPIRES_IN_S_MAX, strict=True)] = HOLD_EXPIRES_IN_S_DEFAULT
+
+    @model_validator(mode="after")
+    def _not_to_self(self) -> Hold:
+        if self.to_account_id == self.account_id:
+            raise ValueError("a hold's to_account_id must be another account")
+        return self
+
+    def account_ids(self) -> tuple[str, ...]:
+        return (self.account_id,) if self.to_account_id is None else (self.account_id, self.to_account_id)
+
+
+class _Reference(_Base):
+    """A command that acts on an earlier one: its accounts, currency and partition are the earlier
+    command's, looked up at submit (`ledgerq.api.references`), not named in the body."""
+
+    @property
+    def ref_id(self) -> str:
+        raise NotImplementedError
+
+    def account_ids(self) -> tuple[str, ...]:
+        return ()
+
+    def debited_ids(self) -> tuple[str, ...]:
+        return ()
+
+
+class Capture(_Reference):
+    """Post `amount` (default: all) of a pending hold to its `to_account_id` (or `@world`); release the rest."""
+
+    type: Literal["capture"]
+    hold_id: EntityId
+    amount: Amount | None = None
+
+    @property
+    def ref_id(self) -> str:
+        return self.hold_id
+
+
+class Void(_Reference):
+    """Release a pending hold whole."""
+
+    type: Literal["void"]
+    hold_id: EntityId
+
+    @property
+    def ref_id(self) -> str:
+        return self.hold_id
+
+
+class Reversal(_Reference):
+    """Mirror an applied command's legs for `amount` (default: all that is left to reverse)."""
+
+    type: Literal["reversal"]
+    command_id: EntityId
+    amount: Amount | None = None
+
+    @property
+    def ref_id(self) -> str:
+        return self.command_id
+
+
+REVERSIBLE_TYPES = frozenset({"deposit", "withdraw", "transfer", "capture", "transaction"})
+FundsCommand = Deposit | Withdraw | Transfer | Transaction | Hold
+"""The commands that name their accounts and currency."""
+ReferenceCommand = Capture | Void | Reversal
+AnyCommand = Deposit | Withdraw | Transfer | Transaction | Hold | Capture | Void | Reversal
 Command = Annotated[AnyCommand, Field(discriminator="type")]
 COMMAND_ADAPTER: TypeAdapter[AnyCommand] = TypeAdapter(Command)
 

@@ -10,6 +10,8 @@ Design overview:
   refuses a commit in which a command's entries do not sum to zero.
 - `commands` is the idempotency record and the outcome: claimed by the API
   with a payload hash, finished by the worker in the apply transaction.
+- `holds` has one row per applied hold; a trigger allows only one transition out of `pending`.
+  `accounts.held` is the sum of an account's pending holds, inside the no-overdraft CHECK.
 - `partitions` carries the fencing epoch; `ledger_config` fixes P.
 """
 
@@ -52,6 +54,15 @@ class CommandStatus(StrEnum):
 STORED_STATUSES = (CommandStatus.QUEUED, CommandStatus.APPLIED, CommandStatus.REJECTED, CommandStatus.FAILED)
 FINAL_STATUSES = frozenset({CommandStatus.APPLIED, CommandStatus.REJECTED, CommandStatus.FAILED})
 SCOPES = ("read", "write", "admin")
+COMMAND_TYPES = ("deposit", "withdraw", "transfer", "transaction", "hold", "capture", "void", "reversal")
+
+
+class HoldStatus(StrEnum):
+    PENDING = "pending"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
 
 ledger_config = Table(
     "ledger_config",
@@ -67,6 +78,8 @@ accounts = Table(
     Column("currency", String(3), nullable=False),
     Column("kind", Text, nullable=False, server_default="user"),
     Column("balance", BigInteger, nullable=False, server_default="0"),
+    # The sum of the account's pending holds; `available` = balance - held.
+    Column("held", BigInteger, nullable=False, server_default="0"),
     Column("overdraft_limit", BigInteger, nullable=False, server_default="0"),
     Column("entry_count", BigInteger, nullable=False, server_default="0"),
     Column("metadata", JSONB, nullable=False, server_default="{}"),
@@ -76,7 +89,8 @@ accounts = Table(
     CheckConstraint("overdraft_limit >= 0", name="accounts_overdraft_limit_nonnegative"),
     CheckConstraint("entry_count >= 0", name="accounts_entry_count_nonnegative"),
     CheckConstraint("currency ~ '^[A-Z]{3}$'", name="accounts_currency_code"),
-    CheckConstraint("kind = 'system' OR balance >= -overdraft_limit", name="accounts_no_overdraft"),
+    CheckConstraint("held >= 0", name="accounts_held_nonnegative"),
+    CheckConstraint("kind = 'system' OR balance - held >= -overdraft_limit", name="accounts_no_overdraft"),
 )
 
 commands = Table(
@@ -95,7 +109,20 @@ commands = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
-    CheckConstraint("type IN ('deposit', 'withdraw', 'transfer', 'transaction')", name="commands_type"),
+    # The hold a capture or void acts on, or a reversal's original (stored ids).
+    Column("ref_id", String(300)),
+    # The currency of the legs it posts (a capture's or reversal's body names none).
+    Column("currency", String(3)),
+    # What an applied original posted, and the sum of its applied reversals.
+    Column("reversible_amount", BigInteger),
+    Column("reversed_amount", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint(f"type IN ({', '.join(repr(t) for t in COMMAND_TYPES)})", name="commands_type"),
+    CheckConstraint(
+        "reversed_amount >= 0 AND reversed_amount <= coalesce(reversible_amount, 0)", name="commands_reversed_within"
+    ),
+    CheckConstraint(
+        "(type IN ('capture', 'void', 'reversal')) = (ref_id IS NOT NULL)", name="commands_ref_iff_reference"
+    ),
     CheckConstraint(f"status IN ({', '.join(repr(str(s)) for s in STORED_STATUSES)})", name="commands_status"),
     CheckConstraint("(status = 'queued') = (finished_at IS NULL)", name="commands_finished_iff_final"),
 )
@@ -106,6 +133,9 @@ Index(
     commands.c.accepted_at,
     postgresql_where=commands.c.status == CommandStatus.QUEUED.value,
 )
+
+# The expiry sweep finds captures and voids still queued for a hold.
+Index("commands_ref", commands.c.ref_id, postgresql_where=commands.c.ref_id.isnot(None))
 
 entries = Table(
     "entries",
@@ -125,6 +155,36 @@ entries = Table(
 )
 # Balance as of a time: the last entry at or before it, one backward step in this index.
 Index("entries_account_time", entries.c.account_id, entries.c.created_at, entries.c.seq)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(300), ForeignKey("commands.id"), primary_key=True),  # the hold command's id
+    Column("account_id", String(160), ForeignKey("accounts.id"), nullable=False),
+    Column("to_account_id", String(160), ForeignKey("accounts.id")),
+    Column("partition", Integer, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", Text, nullable=False, server_default=HoldStatus.PENDING.value),
+    Column("captured_amount", BigInteger, nullable=False, server_default="0"),
+    Column("resolved_by", String(300), ForeignKey("commands.id")),  # the capture or void
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint("amount > 0", name="holds_amount_positive"),
+    CheckConstraint("status IN ('pending', 'captured', 'voided', 'expired')", name="holds_status"),
+    CheckConstraint("captured_amount >= 0 AND captured_amount <= amount", name="holds_captured_within"),
+    CheckConstraint("(status = 'captured') = (captured_amount > 0)", name="holds_captured_iff_amount"),
+    CheckConstraint("(status = 'pending') = (finished_at IS NULL)", name="holds_finished_iff_final"),
+    CheckConstraint("(status IN ('captured', 'voided')) = (resolved_by IS NOT NULL)", name="holds_resolved_by_command"),
+)
+Index("holds_account", holds.c.account_id, holds.c.id)
+Index(
+    "holds_pending_expiry",
+    holds.c.partition,
+    holds.c.expires_at,
+    postgresql_where=holds.c.status == HoldStatus.PENDING.value,
+)
 
 partitions = Table(
     "partitions",

@@ -43,9 +43,30 @@ def is_own(prefix: str, stored: str) -> bool:
     return not prefix or stored.startswith(f"{prefix}{SEPARATOR}")
 
 
+REFERENCE_FIELDS = ("hold_id", "command_id")
+"""The fields that name another command (captures and voids name a hold, reversals their original)."""
+
+
 def scope_command(prefix: str, command: AnyCommand) -> AnyCommand:
-    """The command as the ledger stores it for a key with `prefix`."""
-    return command.model_copy(update={"id": stored_id(prefix, command.id)}) if prefix else command
+    """The command as the ledger stores it for a key with `prefix`: its id and the ids it refers to."""
+    if not prefix:
+        return command
+    update = {"id": stored_id(prefix, command.id)}
+    for name in REFERENCE_FIELDS:
+        value = getattr(command, name, None)
+        if isinstance(value, str):
+            update[name] = stored_id(prefix, value)
+    return command.model_copy(update=update)
+
+
+def _unscoped(stored: object) -> tuple[str, object]:
+    """(prefix, bare id) of a stored id; an unscoped id has prefix ''."""
+    if not isinstance(stored, str) or SEPARATOR not in stored:
+        return "", stored
+    prefix, _, bare = stored.rpartition(SEPARATOR)
+    if not prefix or not ID_RE.fullmatch(prefix):
+        raise ValueError(f"stored id {stored!r} has no valid scope")
+    return prefix, bare
 
 
 def parse_stored(payload: dict[str, Any]) -> AnyCommand:
@@ -56,16 +77,21 @@ def parse_stored(payload: dict[str, Any]) -> AnyCommand:
     refuse what was acknowledged. Nothing the worker applies depends on it. pydantic's
     ValidationError is a ValueError, so one `except ValueError` covers both.
     """
-    raw_id = payload.get("id")
     metadata = payload.get("metadata")
     checked = {**payload, "metadata": None}
-    prefix = ""
-    if isinstance(raw_id, str) and SEPARATOR in raw_id:
-        prefix, _, bare = raw_id.rpartition(SEPARATOR)
-        if not prefix or not ID_RE.fullmatch(prefix):
-            raise ValueError(f"stored id {raw_id!r} has no valid scope")
-        checked["id"] = bare
-    command = scope_command(prefix, parse_command(checked))
+    prefix, checked["id"] = _unscoped(payload.get("id"))
+    update: dict[str, str] = {}
+    for name in REFERENCE_FIELDS:
+        # A reference names the key's own command (scoped) or any other (as stored): validated bare,
+        # then put back verbatim.
+        if isinstance(payload.get(name), str) and SEPARATOR in payload[name]:
+            checked[name] = _unscoped(payload[name])[1]
+            update[name] = payload[name]
+    command = parse_command(checked)
+    if prefix:
+        update["id"] = stored_id(prefix, command.id)
+    if update:
+        command = command.model_copy(update=update)
     if metadata is None:
         return command
     if not isinstance(metadata, dict):

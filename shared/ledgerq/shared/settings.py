@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     failure_ttl_s: int = Field(default=7 * 86_400, ge=1)
     # Attempts of one command whose apply raises before it is recorded `failed`.
     poison_attempts_max: int = Field(default=3, ge=1, le=100)
+    # How often an idle partition's owner releases expired holds (DESIGN: within 5 s).
+    hold_sweep_s: float = Field(default=1.0, gt=0, le=5)
     # Backoff while Postgres or Redis is unreachable.
     backoff_s_max: float = Field(default=2.0, gt=0, le=60)
     wait_s_max: int = Field(default=30, ge=0, le=300)

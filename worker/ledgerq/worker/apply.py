@@ -14,19 +14,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, any_, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 
-from ledgerq.shared.commands import AnyCommand, Transaction
+from ledgerq.shared.commands import AnyCommand
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
-from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, accounts, commands
+from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, HoldStatus, accounts, commands
 from ledgerq.shared.scoping import parse_stored
 from ledgerq.worker import faults
-from ledgerq.worker.rules import AccountState, Applied, Rejected, apply_legs, plan
+from ledgerq.worker.references import accounts_touched, load_references
+from ledgerq.worker.rules import AccountState, Applied, HoldState, References, Rejected, plan, settle
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,19 @@ class _Batch:
     entry_rows: list[dict[str, Any]] = field(default_factory=list)
     finished: list[Finished] = field(default_factory=list)
     accounts: dict[str, AccountState] = field(default_factory=dict)
+    held_changed: set[str] = field(default_factory=set)
+    holds_placed: dict[str, HoldState] = field(default_factory=dict)
+    holds_resolved: dict[str, HoldState] = field(default_factory=dict)
+    reversed: dict[str, int] = field(default_factory=dict)  # original id -> its reversed_amount now
+    reversible: dict[str, int] = field(default_factory=dict)  # applied command id -> reversible_amount
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    command_id: str
+    command: AnyCommand | str  # a str is why it is recorded `failed`
+    accepted_at: datetime
+    currency: str | None
 
 
 # Bulk writes take one JSON document each: one parameter to send and parse, one statement per table
@@ -61,8 +76,8 @@ _INSERT_ENTRIES = text(
 
 _UPDATE_ACCOUNTS = text(
     """
-    UPDATE accounts AS a SET balance = v.balance, entry_count = v.entry_count, updated_at = now()
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, balance bigint, entry_count bigint)
+    UPDATE accounts AS a SET balance = v.balance, entry_count = v.entry_count, held = v.held, updated_at = now()
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, balance bigint, entry_count bigint, held bigint)
      WHERE a.id = v.id
     """
 )
@@ -71,10 +86,41 @@ _FINISH_COMMANDS = text(
     """
     UPDATE commands AS c
        SET status = v.status, error_code = v.error_code, error_detail = v.error_detail,
-           result = v.result, finished_at = clock_timestamp(), attempts = c.attempts + 1
+           result = v.result, finished_at = clock_timestamp(), attempts = c.attempts + 1,
+           reversible_amount = v.reversible_amount
       FROM json_to_recordset(CAST(:rows AS json))
-           AS v(id text, status text, error_code text, error_detail text, result jsonb)
+           AS v(id text, status text, error_code text, error_detail text, result jsonb, reversible_amount bigint)
      WHERE c.id = v.id AND c.status = 'queued'
+    """
+)
+
+_PLACE_HOLDS = text(
+    """
+    INSERT INTO holds (id, account_id, to_account_id, partition, amount, currency, expires_at)
+    SELECT id, account_id, to_account_id, :partition, amount, currency, expires_at
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS v(id text, account_id text, to_account_id text, amount bigint, currency text, expires_at timestamptz)
+    """
+)
+
+# The holds trigger refuses any change but one transition out of `pending`.
+_RESOLVE_HOLDS = text(
+    """
+    UPDATE holds AS h
+       SET status = v.status, captured_amount = v.captured_amount, resolved_by = v.resolved_by,
+           finished_at = clock_timestamp()
+      FROM json_to_recordset(CAST(:rows AS json))
+           AS v(id text, status text, captured_amount bigint, resolved_by text)
+     WHERE h.id = v.id
+    """
+)
+
+# The commands_reversed_within CHECK holds the total to the original's reversible amount.
+_REVERSED = text(
+    """
+    UPDATE commands AS c SET reversed_amount = v.reversed_amount
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, reversed_amount bigint)
+     WHERE c.id = v.id AND c.status = 'applied'
     """
 )
 
@@ -119,10 +165,12 @@ def apply_batch(
                     commands.c.error_detail,
                     commands.c.result,
                     commands.c.payload_hash,
+                    commands.c.accepted_at,
+                    commands.c.currency,
                 ).where(commands.c.id == any_(bindparam("ids", command_ids, type_=ARRAY(TEXT))))
             )
         }
-        pending: list[tuple[str, AnyCommand | str]] = []
+        pending: list[_Pending] = []
         replayed: dict[str, Finished] = {}
         for command_id in command_ids:
             row = rows.get(command_id)
@@ -135,14 +183,18 @@ def apply_batch(
                 replayed[command_id] = Finished(
                     command_id, row.status, row.error_code, row.error_detail, row.result, replayed=True
                 )
-            elif row.partition != partition:
-                pending.append((command_id, f"command belongs to partition {row.partition}"))
-            elif command_id in failures:
-                pending.append((command_id, failures[command_id]))
             else:
-                pending.append((command_id, _parse(row.payload)))
+                parsed: AnyCommand | str
+                if row.partition != partition:
+                    parsed = f"command belongs to partition {row.partition}"
+                elif command_id in failures:
+                    parsed = failures[command_id]
+                else:
+                    parsed = _parse(row.payload)
+                currency = row.currency or row.payload.get("currency")
+                pending.append(_Pending(command_id, parsed, row.accepted_at, currency))
         batch = _plan_batch(conn, partition, pending)
-        _write(conn, batch)
+        _write(conn, batch, partition)
         if before_commit is not None:
             before_commit()
     done = {f.command_id: f for f in batch.finished} | replayed
@@ -158,40 +210,58 @@ def _parse(payload: dict[str, Any]) -> AnyCommand | str:
         return f"stored payload is invalid: {exc}"
 
 
-def _plan_batch(conn: Connection, partition: int, pending: list[tuple[str, AnyCommand | str]]) -> _Batch:
-    commands_only = [c for _, c in pending if not isinstance(c, str)]
-    worlds = {world_account(c.currency, partition): c.currency for c in commands_only if not isinstance(c, Transaction)}
+def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _Batch:
+    in_batch = {p.command_id: p.command for p in pending if not isinstance(p.command, str)}
+    refs = load_references(conn, in_batch.values())
+    touched = {
+        p.command_id: accounts_touched(p.command, p.currency, partition, refs, in_batch)
+        for p in pending
+        if not isinstance(p.command, str)
+    }
+    worlds = {world_account(p.currency, partition): p.currency for p in pending if p.currency is not None}
     if worlds:
         conn.execute(
             insert(accounts)
             .values([{"id": w, "currency": cur, "kind": "system"} for w, cur in sorted(worlds.items())])
             .on_conflict_do_nothing()
         )
-    wanted = sorted({w for w in worlds} | {a for c in commands_only for a in c.account_ids()})
+    wanted = sorted({a for ids in touched.values() for a in ids if not a.startswith("@")} | set(worlds))
     states = _lock_accounts(conn, wanted)
     batch = _Batch()
-    for command_id, command in pending:
+    for p in pending:
+        command = p.command
         if isinstance(command, str):
-            batch.finished.append(Finished(command_id, CommandStatus.FAILED, "apply_failed", command))
+            batch.finished.append(Finished(p.command_id, CommandStatus.FAILED, "apply_failed", command))
             continue
-        faults.check_poison(command_id)
-        outcome = plan(command, states, world_account(command.currency, partition))
+        faults.check_poison(p.command_id)
+        world = world_account(p.currency or "XXX", partition)
+        outcome = plan(command, states, world, refs, p.accepted_at)
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.
-            seen = states.get(command.routing_account)
+            decided_on = touched[p.command_id][:1]
+            seen = states.get(decided_on[0]) if decided_on else None
             result = None if seen is None else {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
-            batch.finished.append(Finished(command_id, CommandStatus.REJECTED, outcome.code, outcome.detail, result))
+            if seen is not None and seen.held:
+                result = {**result, "held": seen.held} if result else None
+            batch.finished.append(Finished(p.command_id, CommandStatus.REJECTED, outcome.code, outcome.detail, result))
             continue
-        batch.finished.append(
-            Finished(command_id, CommandStatus.APPLIED, result=_record(batch, command_id, states, outcome))
-        )
+        result = _record(batch, p.command_id, states, refs, command, outcome, p.currency or "")
+        batch.finished.append(Finished(p.command_id, CommandStatus.APPLIED, result=result))
     batch.accounts = states
     return batch
 
 
-def _record(batch: _Batch, command_id: str, states: dict[str, AccountState], outcome: Applied) -> dict[str, Any]:
+def _record(
+    batch: _Batch,
+    command_id: str,
+    states: dict[str, AccountState],
+    refs: References,
+    command: AnyCommand,
+    outcome: Applied,
+    currency: str,
+) -> dict[str, Any]:
     legs = []
-    for leg, after in apply_legs(states, outcome):
+    for leg, after in settle(states, refs, command, outcome, currency):
         batch.entry_rows.append(
             {
                 "account_id": leg.account_id,
@@ -210,7 +280,26 @@ def _record(batch: _Batch, command_id: str, states: dict[str, AccountState], out
                 "balance_after": after.balance,
             }
         )
-    return {"entries": legs}
+    result: dict[str, Any] = {"entries": legs}
+    batch.held_changed.update(a for a, _ in outcome.held)
+    if outcome.reversible_amount is not None:
+        batch.reversible[command_id] = outcome.reversible_amount
+    hold = outcome.hold
+    if hold is not None:
+        if hold.status == HoldStatus.PENDING:
+            batch.holds_placed[hold.id] = hold
+            result["expires_at"] = hold.expires_at.isoformat()
+        else:
+            batch.holds_resolved[hold.id] = hold
+            result["hold_id"] = hold.id
+            result["captured_amount"] = hold.captured_amount
+        state = states[hold.account_id]
+        result |= {"account_id": hold.account_id, "held": state.held, "available": state.available}
+    if outcome.reversed is not None:
+        original_id, amount = outcome.reversed
+        batch.reversed[original_id] = refs.originals[original_id].reversed_amount
+        result["reversed_amount"] = amount
+    return result
 
 
 # Both lookups take one array parameter (`= ANY`), not an IN list: the statement text stays the same
@@ -226,28 +315,52 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
             accounts.c.overdraft_limit,
             accounts.c.entry_count,
             accounts.c.kind,
+            accounts.c.held,
         )
         .where(accounts.c.id == any_(bindparam("ids", account_ids, type_=ARRAY(TEXT))))
         .order_by(accounts.c.id)
         .with_for_update()
     )
     return {
-        r.id: AccountState(r.id, r.currency, r.balance, r.overdraft_limit, r.entry_count, r.kind == "system")
+        r.id: AccountState(r.id, r.currency, r.balance, r.overdraft_limit, r.entry_count, r.kind == "system", r.held)
         for r in rows
     }
 
 
-def _write(conn: Connection, batch: _Batch) -> None:
+def _write(conn: Connection, batch: _Batch, partition: int) -> None:
     if batch.entry_rows:
         conn.execute(_INSERT_ENTRIES, {"rows": json.dumps(batch.entry_rows)})
-        touched = sorted({r["account_id"] for r in batch.entry_rows})
+    touched = sorted({r["account_id"] for r in batch.entry_rows} | batch.held_changed)
+    if touched:
         rows = [
-            {"id": a, "balance": batch.accounts[a].balance, "entry_count": batch.accounts[a].entry_count}
+            {
+                "id": a,
+                "balance": batch.accounts[a].balance,
+                "entry_count": batch.accounts[a].entry_count,
+                "held": batch.accounts[a].held,
+            }
             for a in touched
         ]
         updated = conn.execute(_UPDATE_ACCOUNTS, {"rows": json.dumps(rows)}).rowcount
         if updated != len(touched):
             raise InvariantViolation(f"updated {updated} of {len(touched)} account rows")
+    if batch.holds_placed:
+        rows = [
+            {
+                "id": h.id,
+                "account_id": h.account_id,
+                "to_account_id": h.to_account_id,
+                "amount": h.amount,
+                "currency": h.currency,
+                "expires_at": h.expires_at.isoformat(),
+            }
+            for h in batch.holds_placed.values()
+        ]
+        conn.execute(_PLACE_HOLDS, {"rows": json.dumps(rows), "partition": partition})
+    if batch.reversed:
+        rows = [{"id": i, "reversed_amount": n} for i, n in sorted(batch.reversed.items())]
+        if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
+            raise InvariantViolation("a reversal's original is no longer applied")
     if batch.finished:
         rows = [
             {
@@ -257,6 +370,7 @@ def _write(conn: Connection, batch: _Batch) -> None:
                 # Exception text can hold anything; Postgres text cannot hold NUL.
                 "error_detail": None if f.error_detail is None else f.error_detail.replace("\x00", ""),
                 "result": f.result,
+                "reversible_amount": batch.reversible.get(f.command_id),
             }
             for f in batch.finished
         ]
@@ -264,3 +378,11 @@ def _write(conn: Connection, batch: _Batch) -> None:
         if finished != len(batch.finished):
             # Only this partition's fenced owner finishes its commands; anything else is a second writer.
             raise InvariantViolation(f"finished {finished} of {len(batch.finished)} commands")
+    if batch.holds_resolved:
+        # After the commands are finished: `resolved_by` names a capture or void that is final.
+        rows = [
+            {"id": h.id, "status": h.status, "captured_amount": h.captured_amount, "resolved_by": h.resolved_by}
+            for h in batch.holds_resolved.values()
+        ]
+        if conn.execute(_RESOLVE_HOLDS, {"rows": json.dumps(rows)}).rowcount != len(rows):
+            raise InvariantViolation("a resolved hold has no row")

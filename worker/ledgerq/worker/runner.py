@@ -27,6 +27,7 @@ from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
 from ledgerq.worker import faults
 from ledgerq.worker.apply import Finished, apply_batch
+from ledgerq.worker.expiry import expire_holds
 from ledgerq.worker.jobs import quarantine
 from ledgerq.worker.lease import Lease, bump_epoch, new_token
 from ledgerq.worker.metrics import WorkerMetrics
@@ -67,6 +68,7 @@ class PartitionRunner:
         self._renewed_at = 0.0
         self._poison_attempts: Counter[str] = Counter()
         self._hashes: dict[str, str] = {}
+        self._swept_at = 0.0
 
     # -- the story: own the partition, serve it, let it go --------------------------------------------
 
@@ -117,7 +119,8 @@ class PartitionRunner:
             self._renew_if_due()
             taken = self.queue.take(self.lease.token, self.settings.batch_max)
             if not taken.job_ids:
-                self.queue.wait(max(0.05, min(1.0, self.settings.lease_renew_s)))
+                self._expire_holds_if_due()
+                self.queue.wait(max(0.05, min(1.0, self.settings.lease_renew_s, self.settings.hold_sweep_s)))
                 continue
             if taken.recovered:
                 self.counts["recovered"] += taken.recovered
@@ -209,6 +212,17 @@ class PartitionRunner:
                     requeue_commands, self.engine, self.redis, self.partition, self.settings, list(filter(None, named))
                 )
             )
+
+    def _expire_holds_if_due(self) -> None:
+        """Only while nothing is queued: a capture or void waiting in the queue is applied first."""
+        now = time.monotonic()
+        if now - self._swept_at < self.settings.hold_sweep_s:
+            return
+        self._swept_at = now
+        expired = self._with_backoff(partial(expire_holds, self.engine, self.partition, self.epoch))
+        if expired:
+            self.counts["expired_holds"] += len(expired)
+            log.info("partition %s: %s holds expired", self.partition, len(expired))
 
     # -- helpers ----------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from ledgerq.api import accounts as store
 from ledgerq.api.body import json_object, validate
 from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
-from ledgerq.api.models import AccountOut, BalanceOut, EntriesOut
+from ledgerq.api.holds import holds_page
+from ledgerq.api.models import AccountOut, BalanceOut, EntriesOut, HoldsOut
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
 from ledgerq.shared.errors import InvalidRequest, NotFound
@@ -80,3 +81,20 @@ async def get_balance(
     if at is not None and at.tzinfo is None:
         raise InvalidRequest("at must carry a time zone (RFC 3339: 2026-12-01T12:00:00Z)")
     return await run_in_threadpool(partial(store.balance_as_of, ctx, account_id, seq=seq, at=at))
+
+
+HoldStatusQuery = Literal["pending", "captured", "voided", "expired"]
+
+
+@router.get("/{account_id}/holds", response_model=HoldsOut)
+async def list_holds(
+    account_id: str,
+    ctx: ContextDep,
+    key: ReadKey,
+    status: Annotated[HoldStatusQuery | None, Query()] = None,
+    after_id: Annotated[str, Query(max_length=300)] = "",
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
+) -> dict[str, Any]:
+    """The account's holds by id, optionally of one status."""
+    _check_prefix(key, account_id)
+    return await run_in_threadpool(holds_page, ctx, account_id, status, after_id, limit, key.prefix)

@@ -62,7 +62,7 @@ async def submit_command(request: Request) -> Response:
             raise InvalidRequest("the Idempotency-Key header and the body's id differ")
         data["id"] = idempotency_key
     command = _scoped_command(key, data)
-    done = await submit_async(ctx, command, request.scope["state"].get("request_id"))
+    done = await submit_async(ctx, command, request.scope["state"].get("request_id"), key.prefix)
     shown = shown_id(key.prefix, done.id)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("command %s %s", done.id, "replayed" if done.replayed else "accepted", extra={"command_id": done.id})
@@ -114,7 +114,7 @@ async def submit_batch(request: Request, ctx: ContextDep, key: WriteKey) -> JSON
     request_id = request.scope["state"].get("request_id")
     for i, item in enumerate(items):
         try:
-            accepted.append((i, Submission(_scoped_command(key, item), request_id)))
+            accepted.append((i, Submission(_scoped_command(key, item), request_id, key.prefix)))
         except LedgerError as refused:
             results[i] = _refusal(item.get("id") if isinstance(item, dict) else None, refused)
     outcomes = await ctx.submits.run_async([s for _, s in accepted])
