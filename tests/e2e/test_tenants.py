@@ -174,3 +174,66 @@ def test_numbers_that_postgres_respells_neither_fail_a_command_nor_conflict_an_a
     sent = http.post("/v1/commands", json={**command, "metadata": {f"k{i}": 1e300 for i in range(14)}})
     assert sent.status_code == 202, sent.text
     assert wait_final(http, command["id"])["status"] == "applied"
+
+
+def test_a_tenant_holds_captures_voids_and_refunds_its_own_commands(
+    http: TestClient, ctx: Context, workers: Workers
+) -> None:
+    """Captures, voids and reversals name other commands: a confined key names its own by the ids it
+    chose, and another tenant's ids (or an outside hold on accounts it cannot see) are unknown to it."""
+    shop = f"shop{uid()}:"
+    wallet, payee = open_account(http, f"{shop}w"), open_account(http, f"{shop}p")
+    auth = tenant(ctx, shop)
+    steps = [
+        {"id": "fund", "type": "deposit", "account_id": wallet, "amount": 1_000, "currency": "USD"},
+        {"id": "h1", "type": "hold", "account_id": wallet, "to_account_id": payee, "amount": 400, "currency": "USD"},
+        {"id": "c1", "type": "capture", "hold_id": "h1", "amount": 300},
+        {"id": "h2", "type": "hold", "account_id": wallet, "amount": 100, "currency": "USD"},
+        {"id": "v2", "type": "void", "hold_id": "h2"},
+        {"id": "r1", "type": "reversal", "command_id": "c1", "amount": 100},
+    ]
+    for body in steps:
+        sent = http.post("/v1/commands", json=body, headers=auth)
+        assert sent.status_code == 202, sent.text
+        assert final(http, body["id"], auth)["status"] == "applied", final(http, body["id"], auth)
+    assert http.get("/v1/holds/h1", headers=auth).json()["status"] == "captured"
+    assert http.get(f"/v1/holds/{urllib.parse.quote(shop + '/h1', safe='')}").json()["id"] == f"{shop}/h1"
+    assert [h["id"] for h in http.get(f"/v1/accounts/{wallet}/holds", headers=auth).json()["holds"]] == ["h1", "h2"]
+    assert http.get("/v1/commands/c1", headers=auth).json()["reversed_amount"] == 100
+    view = http.get(f"/v1/accounts/{wallet}", headers=auth).json()
+    assert (view["balance"], view["held"], view["available"]) == (800, 0, 800)
+    # Another tenant's key does not see these ids, nor an outside hold on an account outside its prefix.
+    other = f"shop{uid()}:"
+    open_account(http, f"{other}x")
+    theirs = tenant(ctx, other)
+    outside = uid("outside")
+    open_account(http, outside)
+    http.post(
+        "/v1/commands", json={"id": uid("d"), "type": "deposit", "account_id": outside, "amount": 5, "currency": "USD"}
+    )
+    outside_hold = {"id": uid("oh"), "type": "hold", "account_id": outside, "amount": 5, "currency": "USD"}
+    assert http.post("/v1/commands", json=outside_hold).status_code == 202
+    refused = [
+        ({"id": "c9", "type": "capture", "hold_id": "h1"}, "unknown_hold"),
+        ({"id": "v9", "type": "void", "hold_id": f"~{outside_hold['id']}"}, "unknown_hold"),
+        ({"id": "r9", "type": "reversal", "command_id": "c1"}, "unknown_command"),
+    ]
+    for body, code in refused:
+        answer = http.post("/v1/commands", json=body, headers=theirs)
+        assert answer.status_code == 422 and answer.json()["code"] == code, answer.text
+    assert http.get("/v1/holds/h1", headers=theirs).status_code == 404
+    # An admin's deposit on the tenant's account is named `~<id>` by the tenant, which may refund it;
+    # the admin names the tenant's hold by its stored id.
+    admins = {"id": uid("adm"), "type": "deposit", "account_id": wallet, "amount": 50, "currency": "USD"}
+    assert http.post("/v1/commands", json=admins).status_code == 202
+    assert wait_final(http, admins["id"])["status"] == "applied"
+    refund = {"id": "r2", "type": "reversal", "command_id": f"~{admins['id']}"}
+    assert http.post("/v1/commands", json=refund, headers=auth).status_code == 202
+    assert final(http, "r2", auth)["status"] == "applied"
+    h3 = {"id": "h3", "type": "hold", "account_id": wallet, "amount": 10, "currency": "USD"}
+    assert http.post("/v1/commands", json=h3, headers=auth).status_code == 202
+    assert final(http, "h3", auth)["status"] == "applied"
+    by_admin = {"id": uid("void"), "type": "void", "hold_id": f"{shop}/h3"}
+    assert http.post("/v1/commands", json=by_admin).status_code == 202
+    assert wait_final(http, by_admin["id"])["status"] == "applied"
+    assert http.get("/v1/holds/h3", headers=auth).json()["status"] == "voided"

@@ -33,6 +33,9 @@ METADATA_BYTES_MAX = 4096
 REFERENCE_CHARS_MAX = 256
 
 EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+CommandRef = Annotated[str, StringConstraints(pattern=r"^~?[A-Za-z0-9._:-]{1,128}(/[A-Za-z0-9._:-]{1,128})?$")]
+"""An id naming another command: a plain id, a confined key's `~`-form of a command it did not send,
+or (for an unconfined key) a confined key's stored `prefix/id` (see `ledgerq.shared.scoping`)."""
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Amount = Annotated[int, Field(ge=1, le=AMOUNT_MAX, strict=True)]
 Metadata = dict[str, Any]
@@ -231,7 +234,7 @@ class Capture(_Reference):
     """Post `amount` (default: all) of a pending hold to its `to_account_id` (or `@world`); release the rest."""
 
     type: Literal["capture"]
-    hold_id: EntityId
+    hold_id: CommandRef
     amount: Amount | None = None
 
     @property
@@ -243,7 +246,7 @@ class Void(_Reference):
     """Release a pending hold whole."""
 
     type: Literal["void"]
-    hold_id: EntityId
+    hold_id: CommandRef
 
     @property
     def ref_id(self) -> str:
@@ -254,7 +257,7 @@ class Reversal(_Reference):
     """Mirror an applied command's legs for `amount` (default: all that is left to reverse)."""
 
     type: Literal["reversal"]
-    command_id: EntityId
+    command_id: CommandRef
     amount: Amount | None = None
 
     @property

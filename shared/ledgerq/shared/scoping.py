@@ -60,7 +60,7 @@ def scope_command(prefix: str, command: AnyCommand) -> AnyCommand:
 
 
 def _unscoped(stored: object) -> tuple[str, object]:
-    """(prefix, bare id) of a stored id; an unscoped id has prefix ''."""
+    """(prefix, bare id) of a stored command id; an unscoped id has prefix ''."""
     if not isinstance(stored, str) or SEPARATOR not in stored:
         return "", stored
     prefix, _, bare = stored.rpartition(SEPARATOR)
@@ -80,18 +80,9 @@ def parse_stored(payload: dict[str, Any]) -> AnyCommand:
     metadata = payload.get("metadata")
     checked = {**payload, "metadata": None}
     prefix, checked["id"] = _unscoped(payload.get("id"))
-    update: dict[str, str] = {}
-    for name in REFERENCE_FIELDS:
-        # A reference names the key's own command (scoped) or any other (as stored): validated bare,
-        # then put back verbatim.
-        if isinstance(payload.get(name), str) and SEPARATOR in payload[name]:
-            checked[name] = _unscoped(payload[name])[1]
-            update[name] = payload[name]
-    command = parse_command(checked)
+    command = parse_command(checked)  # a reference is stored as it names the command (`CommandRef`)
     if prefix:
-        update["id"] = stored_id(prefix, command.id)
-    if update:
-        command = command.model_copy(update=update)
+        command = command.model_copy(update={"id": stored_id(prefix, command.id)})
     if metadata is None:
         return command
     if not isinstance(metadata, dict):
