@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from ledgerq.api.context import Context
 from ledgerq.ops.verify import verify
@@ -172,26 +174,9 @@ def test_the_database_refuses_what_the_rules_refuse(http: TestClient, ctx: Conte
         ("UPDATE holds SET status = 'pending', finished_at = NULL, resolved_by = NULL WHERE id = :h", "cannot go"),
         ("DELETE FROM holds WHERE id = :h", "never deleted"),
     ]
-    for sql, expected in refused:
-        with ctx.engine.connect() as conn:
-            try:
-                conn.execute(text(sql), {"a": wallet, "h": placed["id"]})
-            except Exception as exc:  # noqa: BLE001 - any refusal, checked by its message
-                assert expected in str(exc), (sql, exc)
-            else:
-                raise AssertionError(f"the database accepted {sql}")
-            finally:
-                conn.rollback()
     second = applied(http, hold(wallet, 10))
-    with ctx.engine.connect() as conn:
-        try:
-            conn.execute(
-                text("UPDATE holds SET status = 'captured', captured_amount = 11, resolved_by = id WHERE id = :h"),
-                {"h": second["id"]},
-            )
-        except Exception as exc:  # noqa: BLE001
-            assert "holds_captured_within" in str(exc)
-        else:
-            raise AssertionError("a capture above the hold was accepted")
-        finally:
-            conn.rollback()
+    over = "UPDATE holds SET status = 'captured', captured_amount = 11, resolved_by = id WHERE id = :s"
+    refused.append((over, "holds_captured_within"))
+    for sql, expected in refused:
+        with ctx.engine.connect() as conn, pytest.raises(DBAPIError, match=expected):
+            conn.execute(text(sql), {"a": wallet, "h": placed["id"], "s": second["id"]})

@@ -214,7 +214,14 @@ def test_accounts_create_is_idempotent_and_conflicts_on_change(http: TestClient)
     clash = http.post("/v1/accounts", json={**body, "currency": "USD"})
     assert clash.status_code == 409 and clash.json()["code"] == "conflict"
     got = http.get(f"/v1/accounts/{body['id']}").json()
-    assert got | {"updated_at": None} == {**body, "balance": 0, "entry_count": 0, "updated_at": None}
+    assert got | {"updated_at": None} == {
+        **body,
+        "balance": 0,
+        "held": 0,
+        "available": 0,
+        "entry_count": 0,
+        "updated_at": None,
+    }
     for bad in (
         {**body, "id": "no spaces"},
         {**body, "overdraft_limit": -1},

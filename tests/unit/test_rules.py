@@ -22,7 +22,7 @@ def book(**balances: int) -> dict[str, AccountState]:
 def test_deposit_credits_account_against_world() -> None:
     """A deposit is a transfer from the system account, which may go negative."""
     out = plan(Deposit(id="c1", type="deposit", account_id="a", amount=500, currency="USD"), book(a=0), WORLD)
-    assert out == Applied((Leg(WORLD, -500, "a"), Leg("a", 500, WORLD)))
+    assert out == Applied((Leg(WORLD, -500, "a"), Leg("a", 500, WORLD)), reversible_amount=500)
 
 
 def test_withdraw_within_balance_applies_and_beyond_is_rejected() -> None:
@@ -117,7 +117,8 @@ def test_a_marketplace_split_posts_every_leg_with_its_counterparty() -> None:
     states = book(buyer=100, seller=0, fee=0, tax=0)
     out = plan(split(("buyer", -100), ("seller", 85), ("fee", 10), ("tax", 5)), states, WORLD)
     assert out == Applied(
-        (Leg("buyer", -100, "*"), Leg("seller", 85, "buyer"), Leg("fee", 10, "buyer"), Leg("tax", 5, "buyer"))
+        (Leg("buyer", -100, "*"), Leg("seller", 85, "buyer"), Leg("fee", 10, "buyer"), Leg("tax", 5, "buyer")),
+        reversible_amount=100,
     )
     apply_legs(states, out)
     assert [states[a].balance for a in ("buyer", "seller", "fee", "tax")] == [0, 85, 10, 5]
