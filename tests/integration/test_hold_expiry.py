@@ -144,7 +144,7 @@ def test_the_sweep_waits_for_a_claim_in_flight_and_then_honours_it(ctx: Context,
     assert not isinstance(found, Exception)
     swept: list[object] = []
     with ctx.engine.begin() as conn:
-        payload = capture.payload()
+        payload = capture.payload()  # the claim round's own steps, its transaction held open
         claimed, _ = submitting._claim(conn, [capture], [0], {0: payload_hash(payload)}, {0: payload}, [found])
         assert claimed[capture.id] < expires_at  # accepted before expiry, not yet committed
         sleep_until(ctx, expires_at + _ms(100))
@@ -201,9 +201,7 @@ def _wait_for_lock_wait(ctx: Context) -> None:
     while time.monotonic() < deadline:
         with ctx.engine.connect() as conn:
             waiting = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
-                )
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'")
             ).scalar_one()
         if waiting:
             return

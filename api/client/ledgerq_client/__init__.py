@@ -5,6 +5,8 @@
     with LedgerqClient("http://ledgerq:8000", api_key) as ledger:
         accepted = ledger.submit("withdraw", "alice", 5_000, "USD", id=f"wd-{form_token}")
         outcome = ledger.wait(accepted.id, timeout_s=10)
+        held = ledger.hold("alice", 5_000, "USD", to_account_id="gateway")   # then capture or void it
+        ledger.reverse(accepted.id)                                          # a refund of the whole
 
 It depends on httpx and tenacity only: no server code, no database or Redis driver.
 """
@@ -29,10 +31,24 @@ from ledgerq_client.errors import (
     TransientFault,
     Unauthorized,
     UnknownAccount,
+    UnknownCommand,
+    UnknownHold,
     UnsupportedMediaType,
     ValidationFailed,
 )
-from ledgerq_client.models import Accepted, Account, Balance, Command, CommandError, CommandStatus, CommandType
+from ledgerq_client.models import (
+    Accepted,
+    Account,
+    Balance,
+    Command,
+    CommandError,
+    CommandStatus,
+    CommandType,
+    Hold,
+    HoldsPage,
+    HoldStatus,
+    SubmitType,
+)
 
 __all__ = [
     "Accepted",
@@ -48,6 +64,9 @@ __all__ = [
     "Conflict",
     "CurrencyMismatch",
     "Forbidden",
+    "Hold",
+    "HoldStatus",
+    "HoldsPage",
     "IdempotencyConflict",
     "InvalidJson",
     "InvalidRequest",
@@ -60,9 +79,12 @@ __all__ = [
     "Rejection",
     "RequestError",
     "RetryPolicy",
+    "SubmitType",
     "TransientFault",
     "Unauthorized",
     "UnknownAccount",
+    "UnknownCommand",
+    "UnknownHold",
     "UnsupportedMediaType",
     "ValidationFailed",
     "new_command_id",

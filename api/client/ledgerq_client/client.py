@@ -3,8 +3,12 @@
     with LedgerqClient("http://ledgerq:8000", api_key) as ledger:
         accepted = ledger.submit("withdraw", "alice", 5_000, "USD", reference="order 42")
         outcome = ledger.wait(accepted.id, timeout_s=10)   # long-poll; outcome.status: applied | rejected | ...
+        ledger.reverse(accepted.id, amount=1_000)           # a refund names what it refunds
+        held = ledger.hold("alice", 5_000, "USD", to_account_id="gateway")   # a payout: reserve,
+        ledger.capture(held.id, amount=4_000)               # then post part of it (or `void` it)
 
-`submit` picks the command id (or takes yours) before the first attempt and
+Every call that submits a command (`submit`, `transaction`, `hold`, `capture`,
+`void`, `reverse`) picks the command id (or takes yours) before the first attempt and
 sends that same id on every retry, so a retry can never apply a command
 twice: the server answers a repeat with the first outcome. Connection errors,
 5xx and 429 are retried with bounded, jittered backoff (Retry-After is
@@ -20,16 +24,28 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_exponential_jitter
 
 from ledgerq_client.errors import ERRORS_BY_CODE, LedgerError, TransientFault, ValidationFailed
-from ledgerq_client.models import FINAL_STATUSES, Accepted, Account, Balance, Command, CommandType
+from ledgerq_client.models import (
+    FINAL_STATUSES,
+    Accepted,
+    Account,
+    Balance,
+    Command,
+    CommandType,
+    Hold,
+    HoldsPage,
+    HoldStatus,
+    SubmitType,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,28 +65,10 @@ def new_command_id() -> str:
     return f"cmd-{uuid.uuid4().hex}"
 
 
-def command_body(
-    type: CommandType,
-    account_id: str,
-    amount: int,
-    currency: str,
-    *,
-    id: str | None = None,
-    to_account_id: str | None = None,
-    reference: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The JSON of a command, its id fixed here, once, whatever happens to the attempts."""
-    body: dict[str, Any] = {
-        "id": id or new_command_id(),
-        "type": type,
-        "account_id": account_id,
-        "amount": amount,
-        "currency": currency,
-    }
-    optional = {"to_account_id": to_account_id, "reference": reference, "metadata": metadata}
-    body.update({k: v for k, v in optional.items() if v is not None})
-    return body
+def command_json(type: CommandType, id: str | None, **fields: Any) -> dict[str, Any]:
+    """A command's JSON, its id fixed here, once (yours, or a new `cmd-<uuid>`), whatever happens to the
+    attempts; the options that are None are left out."""
+    return {"id": id or new_command_id(), "type": type, **{k: v for k, v in fields.items() if v is not None}}
 
 
 def account_body(
@@ -109,26 +107,6 @@ def error_from_problem(status: int, problem: dict[str, Any], reason: str = "") -
     return error
 
 
-def transaction_body(
-    currency: str,
-    legs: list[tuple[str, int]],
-    *,
-    id: str | None = None,
-    reference: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A multi-leg transaction: `legs` as (account id, signed amount) pairs summing to zero."""
-    body: dict[str, Any] = {
-        "id": id or new_command_id(),
-        "type": "transaction",
-        "currency": currency,
-        "legs": [{"account_id": account_id, "amount": amount} for account_id, amount in legs],
-    }
-    optional = {"reference": reference, "metadata": metadata}
-    body.update({k: v for k, v in optional.items() if v is not None})
-    return body
-
-
 def batch_body(commands: list[dict[str, Any]]) -> dict[str, Any]:
     """The batch, every command's id fixed here (a new one where missing) before the first attempt."""
     return {"commands": [{**c, "id": c.get("id") or new_command_id()} for c in commands]}
@@ -147,6 +125,11 @@ def batch_outcomes(response: httpx.Response) -> list[Accepted | LedgerError]:
 
 def balance_params(seq: int | None, at: datetime | None) -> dict[str, Any]:
     return {"seq": seq} if at is None else {"at": at.isoformat()}
+
+
+def holds_params(status: HoldStatus | None, after_id: str | None, limit: int) -> dict[str, Any]:
+    """The listing's query; httpx would send a None as an empty value, so those are left out."""
+    return {k: v for k, v in {"status": status, "after_id": after_id, "limit": limit}.items() if v is not None}
 
 
 def retryable(exc: BaseException) -> bool:
@@ -188,7 +171,130 @@ def _headers(api_key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}", "User-Agent": "ledgerq-client"}
 
 
-class LedgerqClient:
+R = TypeVar("R")
+
+
+class _CommandCalls(Generic[R]):
+    """The calls that submit one command, written once for both clients: each builds its body with
+    `command_json` (the id fixed before the first attempt) and hands it to `_send`, which answers an
+    `Accepted` (`R`) on the sync client and a coroutine of one on the async client."""
+
+    def _send(self, body: dict[str, Any]) -> R:
+        raise NotImplementedError
+
+    def submit(
+        self,
+        type: SubmitType,
+        account_id: str,
+        amount: int,
+        currency: str,
+        *,
+        id: str | None = None,
+        to_account_id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Enqueue a command; the id (yours, or a new `cmd-<uuid>`) is in the answer, `replayed` if known."""
+        return self._send(
+            command_json(
+                type,
+                id,
+                account_id=account_id,
+                amount=amount,
+                currency=currency,
+                to_account_id=to_account_id,
+                reference=reference,
+                metadata=metadata,
+            )
+        )
+
+    def transaction(
+        self,
+        currency: str,
+        legs: list[tuple[str, int]],
+        *,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Post every leg or none: `[("buyer", -100), ("seller", 85), ("fee", 15)]`, (account id, signed
+        amount) pairs summing to zero. The debited accounts must share a partition (else `LegsSpanPartitions`)."""
+        legs_json = [{"account_id": account_id, "amount": amount} for account_id, amount in legs]
+        return self._send(
+            command_json("transaction", id, currency=currency, legs=legs_json, reference=reference, metadata=metadata)
+        )
+
+    def hold(
+        self,
+        account_id: str,
+        amount: int,
+        currency: str,
+        *,
+        to_account_id: str | None = None,
+        expires_in_s: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Reserve `amount` of the account's available balance (for `expires_in_s`, 7 days if None) until a
+        `capture` posts it to `to_account_id` (or `@world`) or a `void` releases it. Its id is the hold's."""
+        return self._send(
+            command_json(
+                "hold",
+                id,
+                account_id=account_id,
+                amount=amount,
+                currency=currency,
+                to_account_id=to_account_id,
+                expires_in_s=expires_in_s,
+                reference=reference,
+                metadata=metadata,
+            )
+        )
+
+    def capture(
+        self,
+        hold_id: str,
+        *,
+        amount: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Post `amount` of a pending hold (all of it if None) and release the rest; `UnknownHold` if no hold
+        command has that id."""
+        return self._send(
+            command_json("capture", id, hold_id=hold_id, amount=amount, reference=reference, metadata=metadata)
+        )
+
+    def void(
+        self,
+        hold_id: str,
+        *,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Release a pending hold whole; `UnknownHold` if no hold command has that id."""
+        return self._send(command_json("void", id, hold_id=hold_id, reference=reference, metadata=metadata))
+
+    def reverse(
+        self,
+        command_id: str,
+        *,
+        amount: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> R:
+        """Mirror an applied command's legs for `amount` (all that is left to reverse if None; a transaction is
+        reversed whole); `UnknownCommand` if no command has that id."""
+        return self._send(
+            command_json("reversal", id, command_id=command_id, amount=amount, reference=reference, metadata=metadata)
+        )
+
+
+class LedgerqClient(_CommandCalls[Accepted]):
     def __init__(
         self,
         base_url: str,
@@ -218,9 +324,7 @@ class LedgerqClient:
                 raise_for_problem(response)
         return response
 
-    def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
-        """Enqueue a command (options: id, to_account_id, reference, metadata); the id is in the answer."""
-        body = command_body(type, account_id, amount, currency, **options)
+    def _send(self, body: dict[str, Any]) -> Accepted:
         return _accepted(self._request("POST", "/v1/commands", json=body))
 
     def status(self, command_id: str, *, wait_s: float = 0) -> Command:
@@ -246,12 +350,6 @@ class LedgerqClient:
     def account(self, account_id: str) -> Account:
         return Account.from_json(self._request("GET", f"/v1/accounts/{account_id}").json())
 
-    def transaction(self, currency: str, legs: list[tuple[str, int]], **options: Any) -> Accepted:
-        """Post every leg or none (options: id, reference, metadata): `[("buyer", -100), ("seller", 85),
-        ("fee", 15)]`. The debited accounts must share a partition (else `LegsSpanPartitions`)."""
-        body = transaction_body(currency, legs, **options)
-        return _accepted(self._request("POST", "/v1/commands", json=body))
-
     def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
         """Up to 1,000 command bodies in one request; each is accepted or refused as if alone (a retry of
         the whole batch is safe: every id is fixed before the first attempt)."""
@@ -262,8 +360,20 @@ class LedgerqClient:
         response = self._request("GET", f"/v1/accounts/{account_id}/balance", params=balance_params(seq, at))
         return Balance.from_json(response.json())
 
+    def get_hold(self, hold_id: str) -> Hold:
+        """The hold placed by the command `hold_id`; `NotFound` until it is applied, and for a rejected hold."""
+        return Hold.from_json(self._request("GET", f"/v1/holds/{hold_id}").json())
 
-class AsyncLedgerqClient:
+    def holds(
+        self, account_id: str, *, status: HoldStatus | None = None, after_id: str | None = None, limit: int = 100
+    ) -> HoldsPage:
+        """One page of the account's holds by id (`limit` 1..1000); pass `after_id=page.next_after_id`
+        for the next, until it is None."""
+        params = holds_params(status, after_id, limit)
+        return HoldsPage.from_json(self._request("GET", f"/v1/accounts/{account_id}/holds", params=params).json())
+
+
+class AsyncLedgerqClient(_CommandCalls[Coroutine[Any, Any, Accepted]]):
     """`LedgerqClient` for asyncio code (FastAPI, Starlette, aiohttp): the same calls, awaited."""
 
     def __init__(
@@ -297,8 +407,7 @@ class AsyncLedgerqClient:
                 raise_for_problem(response)
         return response
 
-    async def submit(self, type: CommandType, account_id: str, amount: int, currency: str, **options: Any) -> Accepted:
-        body = command_body(type, account_id, amount, currency, **options)
+    async def _send(self, body: dict[str, Any]) -> Accepted:
         return _accepted(await self._request("POST", "/v1/commands", json=body))
 
     async def status(self, command_id: str, *, wait_s: float = 0) -> Command:
@@ -323,13 +432,20 @@ class AsyncLedgerqClient:
     async def account(self, account_id: str) -> Account:
         return Account.from_json((await self._request("GET", f"/v1/accounts/{account_id}")).json())
 
-    async def transaction(self, currency: str, legs: list[tuple[str, int]], **options: Any) -> Accepted:
-        body = transaction_body(currency, legs, **options)
-        return _accepted(await self._request("POST", "/v1/commands", json=body))
-
     async def submit_batch(self, commands: list[dict[str, Any]]) -> list[Accepted | LedgerError]:
         return batch_outcomes(await self._request("POST", "/v1/commands/batch", json=batch_body(commands)))
 
     async def balance_at(self, account_id: str, *, seq: int | None = None, at: datetime | None = None) -> Balance:
         response = await self._request("GET", f"/v1/accounts/{account_id}/balance", params=balance_params(seq, at))
         return Balance.from_json(response.json())
+
+    async def get_hold(self, hold_id: str) -> Hold:
+        return Hold.from_json((await self._request("GET", f"/v1/holds/{hold_id}")).json())
+
+    async def holds(
+        self, account_id: str, *, status: HoldStatus | None = None, after_id: str | None = None, limit: int = 100
+    ) -> HoldsPage:
+        response = await self._request(
+            "GET", f"/v1/accounts/{account_id}/holds", params=holds_params(status, after_id, limit)
+        )
+        return HoldsPage.from_json(response.json())

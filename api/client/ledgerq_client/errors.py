@@ -78,6 +78,18 @@ class LegsSpanPartitions(RequestError):
     code = "legs_span_partitions"
 
 
+class UnknownHold(RequestError):
+    """A capture or void names no hold command (or one this key may not see): 422, nothing claimed."""
+
+    code = "unknown_hold"
+
+
+class UnknownCommand(RequestError):
+    """A reversal names no command (or one this key may not see): 422, nothing claimed."""
+
+    code = "unknown_command"
+
+
 class InvalidJson(RequestError):
     code = "invalid_json"
 

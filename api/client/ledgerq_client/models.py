@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-CommandType = Literal["deposit", "withdraw", "transfer", "transaction"]
+CommandType = Literal["deposit", "withdraw", "transfer", "transaction", "hold", "capture", "void", "reversal"]
+"""Every command's `type`, as `Command.type` shows it."""
+SubmitType = Literal["deposit", "withdraw", "transfer", "hold"]
+"""The types `submit` sends: one account, an amount and a currency (`transaction`, `capture`, `void`
+and `reversal` have calls of their own)."""
 CommandStatus = Literal["queued", "started", "applied", "rejected", "failed"]
+HoldStatus = Literal["pending", "captured", "voided", "expired"]
 FINAL_STATUSES: frozenset[str] = frozenset({"applied", "rejected", "failed"})
 
 
@@ -41,6 +46,7 @@ class Command:
     error: CommandError | None = None
     result: dict[str, Any] | None = None
     finished_at: datetime | None = None
+    reversed_amount: int | None = None  # an applied deposit, withdraw, transfer, capture or transaction
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Command:
@@ -54,6 +60,7 @@ class Command:
             error=CommandError(error["code"], error.get("detail", "")) if error else None,
             result=body.get("result"),
             finished_at=_time(body.get("finished_at")),
+            reversed_amount=body.get("reversed_amount"),
         )
 
     @property
@@ -65,7 +72,9 @@ class Command:
 class Account:
     id: str
     currency: str
-    balance: int
+    balance: int  # posted: the sum of the entries
+    held: int  # the sum of pending holds
+    available: int  # balance - held: what a debit or a new hold may use (with the overdraft limit)
     overdraft_limit: int
     entry_count: int
     updated_at: datetime
@@ -73,10 +82,13 @@ class Account:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Account:
+        held = body.get("held", 0)  # an API older than holds has none, and sends neither field
         return cls(
             id=body["id"],
             currency=body["currency"],
             balance=body["balance"],
+            held=held,
+            available=body.get("available", body["balance"] - held),
             overdraft_limit=body["overdraft_limit"],
             entry_count=body["entry_count"],
             updated_at=datetime.fromisoformat(body["updated_at"]),
@@ -96,3 +108,48 @@ class Balance:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Balance:
         return cls(body["account_id"], body["balance"], body["seq"], _time(body.get("at")))
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A hold, by the id of the command that placed it: `pending`, then `captured`, `voided` or `expired`."""
+
+    id: str
+    account_id: str
+    to_account_id: str | None
+    amount: int
+    currency: str
+    status: str
+    captured_amount: int
+    expires_at: datetime
+    finished_at: datetime | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Hold:
+        return cls(
+            id=body["id"],
+            account_id=body["account_id"],
+            to_account_id=body.get("to_account_id"),
+            amount=body["amount"],
+            currency=body["currency"],
+            status=body["status"],
+            captured_amount=body["captured_amount"],
+            expires_at=datetime.fromisoformat(body["expires_at"]),
+            finished_at=_time(body.get("finished_at")),
+        )
+
+    @property
+    def pending(self) -> bool:
+        return self.status == "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldsPage:
+    """One page of an account's holds, by id; `next_after_id` is None on the last page."""
+
+    holds: list[Hold]
+    next_after_id: str | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> HoldsPage:
+        return cls([Hold.from_json(h) for h in body["holds"]], body.get("next_after_id"))

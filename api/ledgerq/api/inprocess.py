@@ -10,9 +10,9 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
 
 `InProcessClient` wraps it in every call of the HTTP client (`ledgerq_client.LedgerqClient`) by
 the same names and arguments; it answers with the server's models (`Submitted`, `CommandOut`,
-`AccountOut`) and raises the server's `ledgerq.shared.errors` (same class names and codes as the
-client's), since the server does not depend on the client distribution. Its `status` reads Redis
-too (for `started`), as the HTTP route does.
+`AccountOut`, `HoldOut`, `HoldsOut`) and raises the server's `ledgerq.shared.errors` (same class
+names and codes as the client's), since the server does not depend on the client distribution. Its
+`status` reads Redis too (for `started`), as the HTTP route does.
 """
 
 from __future__ import annotations
@@ -20,18 +20,24 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ledgerq.api.accounts import NEW_ACCOUNT, balance_as_of, create_account, get_account
 from ledgerq.api.body import validate
 from ledgerq.api.context import Context
-from ledgerq.api.models import AccountOut, BalanceOut, CommandOut, CommandType
+from ledgerq.api.holds import hold_view, holds_page
+from ledgerq.api.models import AccountOut, BalanceOut, CommandOut, HoldOut, HoldsOut
 from ledgerq.api.reads import Poll, command_view
 from ledgerq.api.submit import Outcome, Submitted, submit, submit_many
-from ledgerq.shared.commands import COMMAND_ADAPTER
+from ledgerq.shared.commands import COMMAND_ADAPTER, PAGE_LIMIT_MAX
 from ledgerq.shared.errors import InvalidRequest, LedgerError, NotFound
 from ledgerq.shared.schema import FINAL_STATUSES, commands
 from ledgerq.shared.settings import Settings
+
+SubmitType = Literal["deposit", "withdraw", "transfer", "hold"]
+"""The types `submit` sends (`ledgerq_client.SubmitType`): one account, an amount and a currency."""
+HoldStatus = Literal["pending", "captured", "voided", "expired"]
+HOLD_STATUSES: frozenset[str] = frozenset(get_args(HoldStatus))
 
 
 class LedgerClient:
@@ -92,7 +98,7 @@ class InProcessClient:
 
     def submit(
         self,
-        type: CommandType,
+        type: SubmitType,
         account_id: str,
         amount: int,
         currency: str,
@@ -178,11 +184,91 @@ class InProcessClient:
     def account(self, account_id: str) -> AccountOut:
         return AccountOut.model_validate(get_account(self.ledger.ctx, account_id))
 
+    def hold(
+        self,
+        account_id: str,
+        amount: int,
+        currency: str,
+        *,
+        to_account_id: str | None = None,
+        expires_in_s: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.hold`: reserve `amount` of the available balance until captured or voided."""
+        body = _body(
+            id,
+            type="hold",
+            account_id=account_id,
+            amount=amount,
+            currency=currency,
+            to_account_id=to_account_id,
+            expires_in_s=expires_in_s,
+            reference=reference,
+            metadata=metadata,
+        )
+        return self.ledger.submit(body)
+
+    def capture(
+        self,
+        hold_id: str,
+        *,
+        amount: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.capture`: post `amount` of the hold (all if None); `UnknownHold` if none."""
+        body = _body(id, type="capture", hold_id=hold_id, amount=amount, reference=reference, metadata=metadata)
+        return self.ledger.submit(body)
+
+    def void(
+        self,
+        hold_id: str,
+        *,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.void`: release the hold whole; `UnknownHold` if none."""
+        return self.ledger.submit(_body(id, type="void", hold_id=hold_id, reference=reference, metadata=metadata))
+
+    def reverse(
+        self,
+        command_id: str,
+        *,
+        amount: int | None = None,
+        id: str | None = None,
+        reference: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """Like `LedgerqClient.reverse`: mirror an applied command for `amount` (all that is left if None);
+        `UnknownCommand` if no command has that id."""
+        body = _body(id, type="reversal", command_id=command_id, amount=amount, reference=reference, metadata=metadata)
+        return self.ledger.submit(body)
+
+    def get_hold(self, hold_id: str) -> HoldOut:
+        """The hold as `GET /v1/holds/{id}` shows it; `NotFound` before it is applied and for a rejected one."""
+        return HoldOut.model_validate(hold_view(self.ledger.ctx, hold_id))
+
+    def holds(
+        self, account_id: str, *, status: HoldStatus | None = None, after_id: str | None = None, limit: int = 100
+    ) -> HoldsOut:
+        """One page of the account's holds by id, as `GET /v1/accounts/{id}/holds` answers it (its
+        query refusals are `InvalidRequest` here too)."""
+        if status is not None and status not in HOLD_STATUSES:
+            raise InvalidRequest(f"status must be one of {sorted(HOLD_STATUSES)}, not {status!r}")
+        if not 1 <= limit <= PAGE_LIMIT_MAX:
+            raise InvalidRequest(f"limit must be 1..{PAGE_LIMIT_MAX}, not {limit}")
+        return HoldsOut.model_validate(holds_page(self.ledger.ctx, account_id, status, after_id or "", limit))
+
 
 def new_command_id() -> str:
     return f"cmd-{uuid.uuid4().hex}"
 
 
-def _body(command_id: str | None, **fields: Any) -> dict[str, Any]:
-    """A command body with its id fixed now (yours, or a new one) and the options left out that are None."""
+def _body(command_id: str | None, /, **fields: Any) -> dict[str, Any]:
+    """A command body with its id fixed now (yours, or a new one) and the options left out that are None
+    (positional-only, so a reversal's `command_id` field is one of the fields)."""
     return {"id": command_id or new_command_id(), **{k: v for k, v in fields.items() if v is not None}}

@@ -8,8 +8,8 @@ owner, in order, and its running total needs no lock across partitions. Where th
 routes it. A transaction's credited accounts must then share a partition, like any debits.
 
 Commands are immutable once claimed (id, type, partition, payload), so these reads need no lock;
-the claim round still takes `FOR KEY SHARE` on a capture's or void's hold so that the expiry
-sweep, which locks the hold `FOR UPDATE`, waits for the claim and then sees it.
+the claim round still locks a capture's or void's hold (`ledgerq.shared.hold_locks`) so that the
+expiry sweep waits for the claim and then sees it.
 """
 
 from __future__ import annotations

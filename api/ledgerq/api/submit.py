@@ -36,6 +36,7 @@ from ledgerq.shared.errors import (
     QueueFull,
     UnknownAccount,
 )
+from ledgerq.shared.hold_locks import lock_for_claim
 from ledgerq.shared.keys import queue_key
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.rq_format import Claim, enqueue_commands
@@ -68,8 +69,8 @@ Outcome = Submitted | LedgerError
 
 # One JSON document for the round; sorted by id so two processes claiming overlapping ids wait on
 # each other in one order (no deadlock).
-# `accepted_at` is the clock when the row is written, after any hold lock below was granted: a
-# capture that waited for the expiry sweep is accepted after it, never before.
+# `accepted_at` is the clock when the row is written, after any hold lock was granted
+# (`ledgerq.shared.hold_locks`): a capture that waited for the expiry sweep is accepted after it.
 _CLAIM = text(
     """
     INSERT INTO commands (id, payload_hash, type, partition, payload, ref_id, currency, accepted_at)
@@ -81,9 +82,7 @@ _CLAIM = text(
     RETURNING id, accepted_at
     """
 )
-_SHARE_HOLDS = text("SELECT id FROM commands WHERE id = ANY(:ids) ORDER BY id FOR KEY SHARE").bindparams(
-    bindparam("ids", type_=ARRAY(TEXT))
-)
+
 _EXISTING = text(
     "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(:ids)"
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
@@ -175,9 +174,7 @@ def _claim(
     payloads: dict[int, dict[str, Any]],
     routes: list[Route],
 ) -> tuple[dict[str, datetime], dict[str, Any]]:
-    held = sorted({c.hold_id for i in todo if isinstance(c := batch[i], Capture | Void)})
-    if held:
-        conn.execute(_SHARE_HOLDS, {"ids": held})
+    lock_for_claim(conn, sorted({c.hold_id for i in todo if isinstance(c := batch[i], Capture | Void)}))
     claimed = {
         row.id: row.accepted_at
         for row in conn.execute(

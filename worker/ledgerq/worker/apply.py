@@ -240,9 +240,11 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
             # The state the refusal was decided on, so anyone can check it against the history.
             decided_on = touched[p.command_id][:1]
             seen = states.get(decided_on[0]) if decided_on else None
-            result = None if seen is None else {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
-            if seen is not None and seen.held:
-                result = {**result, "held": seen.held} if result else None
+            result = None
+            if seen is not None:
+                result = {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
+                if seen.held:
+                    result["held"] = seen.held
             batch.finished.append(Finished(p.command_id, CommandStatus.REJECTED, outcome.code, outcome.detail, result))
             continue
         result = _record(batch, p.command_id, states, refs, command, outcome, p.currency or "")

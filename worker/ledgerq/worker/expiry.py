@@ -4,8 +4,8 @@ DESIGN's rule: a capture or void *accepted* before the hold's `expires_at` is ho
 is applied later. So the sweep expires a pending hold past `expires_at` only when no capture or
 void for it accepted before `expires_at` is still queued:
 
-1. lock the candidate holds' command rows `FOR UPDATE`. A claim round naming a hold holds
-   `FOR KEY SHARE` on that row until it commits, so this waits for every claim in flight, and any
+1. take the candidate holds' locks (`ledgerq.shared.hold_locks`) exclusive. A claim round naming
+   a hold holds its lock shared until it commits, so this waits for every claim in flight, and any
    claim that comes later waits for this sweep and is stamped `accepted_at` after it (the claim
    writes `clock_timestamp()` once its lock is granted) — so after `expires_at`: `hold_expired`.
 2. in a new statement (a fresh snapshot, which sees the claims step 1 waited for) expire the holds
@@ -24,21 +24,18 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from ledgerq.shared.errors import InvariantViolation
+from ledgerq.shared.hold_locks import lock_for_expiry
 from ledgerq.worker.apply import check_epoch
 
 SWEEP_MAX = 1000
 """Holds expired per sweep: a partition with more due catches up over the next sweeps."""
 
-# Locked in id order, the order a claim round takes its `FOR KEY SHARE` locks in: no deadlock.
 _CANDIDATES = text(
     """
-    SELECT c.id FROM commands c
-     WHERE c.id IN (SELECT h.id FROM holds h
-                     WHERE h.partition = :p AND h.status = 'pending' AND h.expires_at <= clock_timestamp()
-                     ORDER BY h.expires_at
-                     LIMIT :n)
-     ORDER BY c.id
-       FOR UPDATE
+    SELECT h.id FROM holds h
+     WHERE h.partition = :p AND h.status = 'pending' AND h.expires_at <= clock_timestamp()
+     ORDER BY h.expires_at
+     LIMIT :n
     """
 )
 
@@ -79,6 +76,7 @@ def expire_holds(engine: Engine, partition: int, epoch: int, limit: int = SWEEP_
         ids = list(conn.execute(_CANDIDATES, {"p": partition, "n": limit}).scalars())
         if not ids:
             return []
+        lock_for_expiry(conn, ids)
         expired = [Expired(r.id, r.account_id, r.amount) for r in conn.execute(_EXPIRE, {"ids": ids})]
         if not expired:
             return []

@@ -87,6 +87,11 @@ CREATE TRIGGER holds_transition BEFORE UPDATE OR DELETE ON holds
     FOR EACH ROW EXECUTE FUNCTION ledgerq_holds_transition();
 CREATE TRIGGER holds_no_truncate BEFORE TRUNCATE ON holds
     FOR EACH STATEMENT EXECUTE FUNCTION ledgerq_holds_transition();
+
+-- The API reads holds; only the worker places and resolves them (never deletes: the trigger).
+REVOKE ALL ON holds FROM PUBLIC;
+GRANT SELECT ON holds TO ledgerq_api, ledgerq_worker;
+GRANT INSERT, UPDATE ON holds TO ledgerq_worker;
 """
 
 # 0003's statement trigger, reading the command's currency column first.
