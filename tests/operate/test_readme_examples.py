@@ -128,3 +128,27 @@ def test_the_marketplace_split(live: Cluster, capsys: pytest.CaptureFixture[str]
     )
     load("readme_split", source)
     assert capsys.readouterr().out.split() == ["applied", "8500"]
+
+
+def promised_output(source: str) -> list[str]:
+    """The `# ...` lines after the block's last statement: what it prints, as the README shows it."""
+    lines = source.rstrip().splitlines()
+    shown: list[str] = []
+    while lines and lines[-1].startswith("# "):
+        shown.insert(0, lines.pop()[2:])
+    assert shown, "the example shows no output"
+    return shown
+
+
+def test_the_payout_through_a_failing_gateway(live: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    source = block_after("**A payout through a gateway that may fail**").replace(
+        '"http://127.0.0.1:8000", "lq_…"', f'"{live.url}", "{live.key}"'
+    )
+    load("readme_payout", source)
+    assert capsys.readouterr().out.splitlines() == promised_output(source)
+
+
+def test_the_refund(live: Cluster, capsys: pytest.CaptureFixture[str]) -> None:
+    source = block_after("**A refund**").replace('"http://127.0.0.1:8000", "lq_…"', f'"{live.url}", "{live.key}"')
+    load("readme_refund", source)
+    assert capsys.readouterr().out.splitlines() == promised_output(source)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ledgerq.shared.schema import HoldStatus
+
 
 class AccountOut(BaseModel):
     id: str
@@ -88,7 +90,7 @@ class HoldOut(BaseModel):
     to_account_id: str | None
     amount: int
     currency: str
-    status: Literal["pending", "captured", "voided", "expired"]
+    status: HoldStatus
     captured_amount: int
     expires_at: datetime
     finished_at: datetime | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +17,7 @@ from ledgerq.api.models import AccountOut, BalanceOut, EntriesOut, HoldsOut
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
 from ledgerq.shared.errors import InvalidRequest, NotFound
+from ledgerq.shared.schema import HoldStatus
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -83,15 +84,12 @@ async def get_balance(
     return await run_in_threadpool(partial(store.balance_as_of, ctx, account_id, seq=seq, at=at))
 
 
-HoldStatusQuery = Literal["pending", "captured", "voided", "expired"]
-
-
 @router.get("/{account_id}/holds", response_model=HoldsOut)
 async def list_holds(
     account_id: str,
     ctx: ContextDep,
     key: ReadKey,
-    status: Annotated[HoldStatusQuery | None, Query()] = None,
+    status: Annotated[HoldStatus | None, Query()] = None,
     after_id: Annotated[str, Query(max_length=300)] = "",
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
 ) -> dict[str, Any]:
