@@ -11,7 +11,8 @@ from sqlalchemy import text
 
 from ledgerq.api.context import Context
 from ledgerq.shared.apikeys import create_key
-from tests.conftest import Workers, uid, wait_final
+from ledgerq.shared.routing import partition_for
+from tests.conftest import PARTITIONS, Workers, uid, wait_final
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
@@ -111,3 +112,49 @@ def test_a_prefixed_keys_batch_is_scoped_like_its_lone_submits(
 def test_a_read_key_may_not_submit_a_batch(http: TestClient, keys: dict[str, str]) -> None:
     answer = http.post("/v1/commands/batch", json={"commands": []}, headers={"Authorization": f"Bearer {keys['read']}"})
     assert answer.status_code == 403 and answer.json()["code"] == "forbidden"
+
+
+def test_a_batch_may_name_its_own_earlier_commands(http: TestClient, ctx: Context, workers: Workers) -> None:
+    """A hold and its capture, a transfer and its refund, in one batch: applied as if sent one after
+    another; a capture of a hold that comes later in the batch is unknown, as it would be alone. (The
+    refund is applied by the payee's partition: on the payer's here, so it is queued behind the sale.)"""
+    payer = uid("batch")
+    payee = next(
+        a
+        for a in (uid("batch") for _ in range(100))
+        if partition_for(a, PARTITIONS) == partition_for(payer, PARTITIONS)
+    )
+    for a in (payer, payee):
+        assert http.post("/v1/accounts", json={"id": a, "currency": "USD"}).status_code == 201
+    fund = deposit(payer, 500)
+    hold = {
+        "id": uid("h"),
+        "type": "hold",
+        "account_id": payer,
+        "to_account_id": payee,
+        "amount": 200,
+        "currency": "USD",
+    }
+    capture = {"id": uid("c"), "type": "capture", "hold_id": hold["id"], "amount": 150}
+    sale = {
+        "id": uid("t"),
+        "type": "transfer",
+        "account_id": payer,
+        "to_account_id": payee,
+        "amount": 100,
+        "currency": "USD",
+    }
+    refund = {"id": uid("r"), "type": "reversal", "command_id": sale["id"], "amount": 40}
+    late_hold = {"id": uid("h"), "type": "hold", "account_id": payer, "amount": 1, "currency": "USD"}
+    too_early = {"id": uid("v"), "type": "void", "hold_id": late_hold["id"]}
+    answer = http.post(
+        "/v1/commands/batch", json={"commands": [fund, hold, capture, sale, refund, too_early, late_hold]}
+    )
+    results = answer.json()["results"]
+    assert [r["http_status"] for r in results] == [202, 202, 202, 202, 202, 422, 202], results
+    assert results[5]["error"]["code"] == "unknown_hold"
+    for body in (fund, hold, capture, sale, refund, late_hold):
+        assert wait_final(http, body["id"])["status"] == "applied", wait_final(http, body["id"])
+    payer_view = http.get(f"/v1/accounts/{payer}").json()
+    assert (payer_view["balance"], payer_view["held"]) == (500 - 150 - 100 + 40, 1)
+    assert http.get(f"/v1/accounts/{payee}").json()["balance"] == 150 + 100 - 40

@@ -54,12 +54,28 @@ def route(engine: Engine, partitions: int, batch: list[AnyCommand], scopes: list
             holds = _lookup(conn, captured) | {k: v for k, v in named.items() if v["type"] == "hold"}
     routes: list[Route | LedgerError] = []
     for command, scope in zip(batch, scopes, strict=True):
+        found: Route | LedgerError
         if isinstance(command, Capture | Void):
-            routes.append(_route_release(command, named.get(command.hold_id), scope))
+            found = _route_release(command, named.get(command.hold_id), scope)
         elif isinstance(command, Reversal):
-            routes.append(_route_reversal(command, named.get(command.command_id), holds, scope, partitions))
+            found = _route_reversal(command, named.get(command.command_id), holds, scope, partitions)
         else:
-            routes.append(Route(partition_for(command.routing_account, partitions), command.currency))
+            found = Route(partition_for(command.routing_account, partitions), command.currency)
+        routes.append(found)
+        if wanted and isinstance(found, Route) and command.id not in named:
+            # A later command of the same round (a batch's capture of its own hold) may name this one: it
+            # is claimed in the same transaction and queued before it, as sequential submits would be.
+            row = {
+                "id": command.id,
+                "type": command.type,
+                "partition": found.partition,
+                "payload": command.payload(),
+                "ref_id": found.ref_id,
+                "currency": found.currency,
+            }
+            named[command.id] = row
+            if command.type == "hold":
+                holds[command.id] = row
     return routes
 
 
