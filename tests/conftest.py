@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from ledgerq.api.app import create_app
 from ledgerq.api.context import Context
@@ -163,6 +164,20 @@ def make_account(http: TestClient) -> Callable[..., str]:
         return account_id
 
     return make
+
+
+def refused_at_the_door(http: TestClient, engine: Any, cases: dict[str, list[dict[str, Any]]]) -> None:
+    """Each body (code -> bodies; a body without an id gets one) is answered 422 with that code, and
+    none of them is claimed."""
+    ids = []
+    for code, bodies in cases.items():
+        for body in bodies:
+            body = {"id": uid("refused"), **body}
+            answer = http.post("/v1/commands", json=body)
+            assert answer.status_code == 422 and answer.json()["code"] == code, (code, body, answer.text)
+            ids.append(body["id"])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM commands WHERE id = ANY(:ids)"), {"ids": ids}).scalar() == 0
 
 
 def wait_final(http: TestClient, command_id: str, timeout_s: int = 30) -> dict[str, Any]:

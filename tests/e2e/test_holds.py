@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ledgerq.api.context import Context
 from ledgerq.ops.verify import verify
-from tests.conftest import Workers, uid, wait_final
+from tests.conftest import Workers, refused_at_the_door, uid, wait_final
 
 
 def opened(http: TestClient, balance: int = 0, currency: str = "USD", overdraft_limit: int = 0) -> str:
@@ -150,15 +150,7 @@ def test_hold_refusals_at_the_door_claim_nothing(http: TestClient, ctx: Context)
         ],
     }
     http.post("/v1/commands", json={**transfer, "currency": "USD"})  # claimed (rejected later, or not)
-    ids = []
-    for code, bodies in cases.items():
-        for body in bodies:
-            body = {"id": uid("refused"), **body}
-            answer = http.post("/v1/commands", json=body)
-            assert answer.status_code == 422 and answer.json()["code"] == code, (code, body, answer.text)
-            ids.append(body["id"])
-    with ctx.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM commands WHERE id = ANY(:ids)"), {"ids": ids}).scalar() == 0
+    refused_at_the_door(http, ctx.engine, cases)
 
 
 def test_the_database_refuses_what_the_rules_refuse(http: TestClient, ctx: Context, workers: Workers) -> None:
