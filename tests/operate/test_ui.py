@@ -1,5 +1,6 @@
 """The wallet page and the operator view, driven in headless Chromium (Debian's chromium and
-chromedriver) against a live API and worker, checking seed 004's acceptance criteria."""
+chromedriver) against a live API and worker, checking seed 004's acceptance criteria and the
+payout (hold, capture, void) and refund flows against the API's own numbers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -68,17 +71,39 @@ def balance(driver: WebDriver) -> str:
 
 def move(driver: WebDriver, kind: str, amount: str) -> WebElement:
     """Deposit or withdraw through the form; return the command's line once it is final."""
-    before = len(driver.find_elements(By.CSS_SELECTOR, "#commands li"))
+    before = newest(driver)
     field = driver.find_element(By.ID, "amount")
     field.clear()
     field.send_keys(amount)
     driver.find_element(By.CSS_SELECTOR, f"#move-form button[value={kind}]").click()
-    until(driver, "a new command line", lambda d: len(d.find_elements(By.CSS_SELECTOR, "#commands li")) > before)
+    return final_line(driver, before)
+
+
+def newest(driver: WebDriver) -> str:
+    """The command id on the newest line of "Latest commands" ("" before the first)."""
+    found = driver.find_elements(By.CSS_SELECTOR, "#commands li")
+    return str(found[0].get_attribute("data-command-id")) if found else ""
+
+
+def final_line(driver: WebDriver, before: str) -> WebElement:
+    """The newest command line once it is final and the page has read the account again (the list
+    keeps a bounded number of lines, so a new one is told by its id, not by the count)."""
+    until(driver, "a new command line", lambda d: newest(d) != before)
     line = driver.find_element(By.CSS_SELECTOR, "#commands li")
     until(driver, "a final status", lambda _: line.get_attribute("data-status") in ("applied", "rejected", "failed"))
-    # The page reads the balance again once the outcome is known; wait for the buttons to come back.
-    until(driver, "the form re-enabled", lambda d: d.find_element(By.CSS_SELECTOR, "#move-form button").is_enabled())
+    # Every action stays disabled until the page has read the account again; wait for them to come back.
+    until(driver, "the actions re-enabled", lambda d: d.find_element(By.CSS_SELECTOR, "#move-form button").is_enabled())
     return line
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """The whole page, not only the window: the window grows to the page's height for the picture."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    width, height = driver.get_window_size()["width"], driver.get_window_size()["height"]
+    page_height_px = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(width, max(height, page_height_px + 140))  # + the browser's own frame
+    driver.save_screenshot(str(SCREENSHOTS / name))
+    driver.set_window_size(width, height)
 
 
 def stored_balance(cluster: Cluster, account: str) -> tuple[int, int]:
@@ -143,7 +168,7 @@ def test_wallet_page_meets_seed_004(cluster: Cluster, browser: WebDriver) -> Non
     browser.refresh()
     assert balance(browser) == "50.00"  # waits for the history too
     rows = browser.find_elements(By.CSS_SELECTOR, "#history tr")
-    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["-50.00", "100.00"]
+    assert [r.find_element(By.CSS_SELECTOR, "td.amount").text for r in rows] == ["-50.00", "100.00"]
 
     # 4. The worker's log lines confirm the commit and the refusal, by command id.
     withdrawn = worker_lines(worker, withdrawal_id)
@@ -153,8 +178,7 @@ def test_wallet_page_meets_seed_004(cluster: Cluster, browser: WebDriver) -> Non
 
     # One more overdraft so the picture shows a refusal beside the history.
     move(browser, "withdraw", "80.00")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / "wallet.png"))
+    screenshot(browser, "wallet.png")
 
 
 def test_operator_view_lists_partitions_with_owner_depth_and_lag(cluster: Cluster, browser: WebDriver) -> None:
@@ -179,8 +203,172 @@ def test_operator_view_lists_partitions_with_owner_depth_and_lag(cluster: Cluste
         )
         return rows if len(rows) == PARTITIONS and all(pid in r[1] for r in rows) else []
 
-    rows = until(browser, "every partition owned by the worker", owned_rows)
-    assert [r[0] for r in rows] == [str(p) for p in range(PARTITIONS)]  # type: ignore[union-attr]
-    assert all(r[2] == "0" and r[3] == "0" for r in rows)  # type: ignore[union-attr]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / "partitions.png"))
+    rows = cast(list[list[str]], until(browser, "every partition owned by the worker", owned_rows))
+    assert [r[0] for r in rows] == [str(p) for p in range(PARTITIONS)]
+    assert all(r[2] == "0" and r[3] == "0" for r in rows)
+    screenshot(browser, "partitions.png")
+
+
+def figures(driver: WebDriver) -> tuple[str, str, str]:
+    """Posted, held and available as the page shows them, once it has rendered."""
+    balance(driver)
+    posted, held, available = (str(driver.find_element(By.ID, name).text) for name in ("balance", "held", "available"))
+    return posted, held, available
+
+
+def money(minor: int) -> str:
+    """Minor units as the page writes them: 1234567 -> "12,345.67"."""
+    return f"{'-' if minor < 0 else ''}{abs(minor) // 100:,}.{abs(minor) % 100:02d}"
+
+
+def api_figures(http: httpx.Client, account: str) -> tuple[str, str, str]:
+    """The same three numbers from `GET /v1/accounts/{id}`."""
+    body = http.get(f"/v1/accounts/{account}").json()
+    assert body["available"] == body["balance"] - body["held"]
+    return money(body["balance"]), money(body["held"]), money(body["available"])
+
+
+def pay_out(driver: WebDriver, amount: str, to: str = "") -> WebElement:
+    before = newest(driver)
+    for field, value in (("payout-amount", amount), ("payout-to", to)):
+        driver.find_element(By.ID, field).clear()
+        driver.find_element(By.ID, field).send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "#payout-form button").click()
+    return final_line(driver, before)
+
+
+def hold_row(driver: WebDriver, hold_id: str) -> WebElement:
+    balance(driver)
+    return driver.find_element(By.CSS_SELECTOR, f'#holds tr[data-hold-id="{hold_id}"]')
+
+
+def answer_hold(driver: WebDriver, hold_id: str, action: str, amount: str = "") -> WebElement:
+    before = newest(driver)
+    row = hold_row(driver, hold_id)
+    if amount:
+        row.find_element(By.CSS_SELECTOR, "input.part").send_keys(amount)
+    row.find_element(By.CSS_SELECTOR, f"button[data-action={action}]").click()
+    return final_line(driver, before)
+
+
+def history_row(driver: WebDriver, command_id: str) -> WebElement:
+    balance(driver)
+    return driver.find_element(By.CSS_SELECTOR, f'#history tr[data-command-id="{command_id}"]')
+
+
+def refund(driver: WebDriver, amount: str) -> WebElement:
+    before = newest(driver)
+    field = driver.find_element(By.ID, "refund-amount")
+    field.clear()
+    field.send_keys(amount)
+    driver.find_element(By.CSS_SELECTOR, "#refund-form button[type=submit]").click()
+    return final_line(driver, before)
+
+
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[httpx.Client]:
+    """The API with the cluster's admin key, to check the page's numbers against."""
+    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {cluster.key}"}, timeout=40) as client:
+        yield client
+
+
+def test_wallet_payouts_captured_voided_and_refunded(cluster: Cluster, browser: WebDriver, api: httpx.Client) -> None:
+    """A payout captured in part, a payout voided, one that is no longer pending, and refunds from the
+    history (in part, then too much, then the rest): after each, the page shows the API's numbers."""
+    cluster.add_worker([])
+    key = create_key(cluster.engine, "write", name="wallet user")[0]
+    http = api
+    wallet, gateway = uid("wallet"), uid("gateway")
+    assert http.post("/v1/accounts", json={"id": gateway, "currency": "USD"}).status_code == 201
+    browser.get(f"{cluster.url}/ui")
+    sign_in(browser, key, wallet)
+    until(browser, "the create form", lambda d: d.find_element(By.ID, "create").is_displayed())
+    browser.find_element(By.CSS_SELECTOR, "#create-form button").click()
+    assert balance(browser) == "0.00"
+    assert move(browser, "deposit", "200.00").get_attribute("data-status") == "applied"
+    assert figures(browser) == api_figures(http, wallet) == ("200.00", "0.00", "200.00")
+
+    # A payout to the gateway's account is held: posted stays, available drops, the hold is listed.
+    placed = pay_out(browser, "100.00", gateway)
+    assert placed.get_attribute("data-status") == "applied"
+    hold_id = str(placed.get_attribute("data-command-id"))
+    assert figures(browser) == api_figures(http, wallet) == ("200.00", "100.00", "100.00")
+    row = hold_row(browser, hold_id)
+    assert gateway in row.text and row.find_element(By.CSS_SELECTOR, "td.amount").text == "100.00"
+    # The held money cannot be withdrawn.
+    refused = move(browser, "withdraw", "150.00")
+    assert refused.get_attribute("data-status") == "rejected" and "(insufficient_funds)" in refused.text
+    assert figures(browser) == api_figures(http, wallet) == ("200.00", "100.00", "100.00")
+    screenshot(browser, "wallet-payout-held.png")
+
+    # The gateway confirms 70.00 of it: captured in part, the rest released.
+    captured = answer_hold(browser, hold_id, "capture", "70.00")
+    assert captured.get_attribute("data-status") == "applied", captured.text
+    assert figures(browser) == api_figures(http, wallet) == ("130.00", "0.00", "130.00")
+    assert api_figures(http, gateway)[0] == "70.00"
+    hold: dict[str, Any] = http.get(f"/v1/holds/{hold_id}").json()
+    assert (hold["status"], hold["captured_amount"]) == ("captured", 7000)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#holds tr")
+    assert browser.find_element(By.ID, "no-holds").is_displayed()
+    capture_id = str(captured.get_attribute("data-command-id"))
+    paid = history_row(browser, capture_id)
+    assert paid.find_element(By.CSS_SELECTOR, "td.what").text.startswith("Payout")
+    assert paid.find_element(By.CSS_SELECTOR, "td.amount").text == "-70.00" and gateway in paid.text
+
+    # A payout to the outside world fails at the gateway: voided, all of it released.
+    failed = pay_out(browser, "40.00")
+    failed_id = str(failed.get_attribute("data-command-id"))
+    assert "outside world" in hold_row(browser, failed_id).text
+    assert figures(browser) == api_figures(http, wallet) == ("130.00", "40.00", "90.00")
+    voided = answer_hold(browser, failed_id, "void")
+    assert voided.get_attribute("data-status") == "applied", voided.text
+    assert figures(browser) == api_figures(http, wallet) == ("130.00", "0.00", "130.00")
+    assert http.get(f"/v1/holds/{failed_id}").json()["status"] == "voided"
+
+    # A hold released elsewhere (here by the API) while the page still lists it: the capture is
+    # refused with a message that says why, and nothing moves.
+    stale_id = str(pay_out(browser, "20.00").get_attribute("data-command-id"))
+    hold_row(browser, stale_id)
+    void = {"id": uid("void"), "type": "void", "hold_id": stale_id}
+    assert http.post("/v1/commands", json=void).status_code == 202
+    assert http.get(f"/v1/commands/{void['id']}", params={"wait": 30}).json()["status"] == "applied"
+    late = answer_hold(browser, stale_id, "capture")
+    assert late.get_attribute("data-status") == "rejected"
+    assert "no longer pending" in late.text and "(hold_not_pending)" in late.text
+    assert figures(browser) == api_figures(http, wallet) == ("130.00", "0.00", "130.00")
+
+    # The customer is refunded 30.00 of the payout from its history row.
+    history_row(browser, capture_id).find_element(By.CSS_SELECTOR, "button[data-action=refund]").click()
+    assert "70.00 USD left" in browser.find_element(By.ID, "refund-what").text
+    part = refund(browser, "30.00")
+    assert part.get_attribute("data-status") == "applied", part.text
+    assert figures(browser) == api_figures(http, wallet) == ("160.00", "0.00", "160.00")
+    assert api_figures(http, gateway)[0] == "40.00"
+    assert http.get(f"/v1/commands/{capture_id}").json()["reversed_amount"] == 3000
+    assert not browser.find_element(By.ID, "refund-form").is_displayed()
+    assert "30.00 refunded" in history_row(browser, capture_id).text
+    refund_row = history_row(browser, str(part.get_attribute("data-command-id")))
+    assert refund_row.find_element(By.CSS_SELECTOR, "td.amount").text == "30.00"
+    assert not refund_row.find_elements(By.CSS_SELECTOR, "button[data-action=refund]")  # a refund is final
+
+    # More than is left is refused, in the refund form and in the command list; nothing moves.
+    history_row(browser, capture_id).find_element(By.CSS_SELECTOR, "button[data-action=refund]").click()
+    assert "40.00 USD left" in browser.find_element(By.ID, "refund-what").text
+    too_much = refund(browser, "50.00")
+    assert too_much.get_attribute("data-status") == "rejected"
+    assert "(amount_exceeds_reversible)" in too_much.text
+    assert "more than is left to refund" in browser.find_element(By.ID, "refund-error").text
+    assert figures(browser) == api_figures(http, wallet) == ("160.00", "0.00", "160.00")
+    screenshot(browser, "wallet-refund-refused.png")
+
+    # The rest (the amount left blank): the payout is refunded whole and offers no more refunds.
+    rest = refund(browser, "")
+    assert rest.get_attribute("data-status") == "applied", rest.text
+    assert figures(browser) == api_figures(http, wallet) == ("200.00", "0.00", "200.00")
+    assert api_figures(http, gateway)[0] == "0.00"
+    assert http.get(f"/v1/commands/{capture_id}").json()["reversed_amount"] == 7000
+    done = history_row(browser, capture_id)
+    assert not done.find_elements(By.CSS_SELECTOR, "button[data-action=refund]") and "refunded" in done.text
+    browser.refresh()
+    assert figures(browser) == api_figures(http, wallet) == ("200.00", "0.00", "200.00")
+    screenshot(browser, "wallet-payouts.png")

@@ -28,6 +28,15 @@ const ledgerq = {
     return `${sign}${Math.floor(abs / 100).toLocaleString("en-US")}.${String(abs % 100).padStart(2, "0")}`;
   },
 
+  // "12.3" -> 1230 minor units; NaN unless it is a plain amount with at most two decimals.
+  minor(text) {
+    const match = /^([0-9]{1,15})(?:\.([0-9]{1,2}))?$/.exec(text.trim());
+    return match ? Number(match[1]) * 100 + Number((match[2] || "").padEnd(2, "0")) : NaN;
+  },
+
+  // Long ids (uuids) cut to their first 8 characters for tables; the whole id stays in the title.
+  short(id) { return id.length > 14 ? `${id.slice(0, 8)}…` : id; },
+
   cell(row, text, className) {
     const td = document.createElement("td");
     td.textContent = text;
