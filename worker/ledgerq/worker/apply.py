@@ -359,10 +359,6 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
             for h in batch.holds_placed.values()
         ]
         conn.execute(_PLACE_HOLDS, {"rows": json.dumps(rows), "partition": partition})
-    if batch.reversed:
-        rows = [{"id": i, "reversed_amount": n} for i, n in sorted(batch.reversed.items())]
-        if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
-            raise InvariantViolation("a reversal's original is no longer applied")
     if batch.finished:
         rows = [
             {
@@ -380,6 +376,12 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
         if finished != len(batch.finished):
             # Only this partition's fenced owner finishes its commands; anything else is a second writer.
             raise InvariantViolation(f"finished {finished} of {len(batch.finished)} commands")
+    if batch.reversed:
+        # After the commands are finished: an original applied earlier in this batch is `applied`, with
+        # its reversible amount, only from here on.
+        rows = [{"id": i, "reversed_amount": n} for i, n in sorted(batch.reversed.items())]
+        if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
+            raise InvariantViolation("a reversal's original is not applied")
     if batch.holds_resolved:
         # After the commands are finished: `resolved_by` names a capture or void that is final.
         rows = [
