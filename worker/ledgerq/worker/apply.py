@@ -241,7 +241,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
             decided_on = touched[p.command_id][:1]
             seen = states.get(decided_on[0]) if decided_on else None
             result = None
-            if seen is not None:
+            if seen is not None and not seen.is_system:  # `@world`'s shard balance is nobody's business
                 result = {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}
                 if seen.held:
                     result["held"] = seen.held
