@@ -105,7 +105,9 @@ def test_what_cannot_be_reversed_is_rejected(http: TestClient, workers: Workers)
         http, {"type": "transfer", "account_id": wallet, "to_account_id": shop, "amount": 50, "currency": "USD"}
     )
     applied(http, {"type": "withdraw", "account_id": shop, "amount": 45, "currency": "USD"})
-    rejected(http, reverse(sale["id"]), "insufficient_funds")
+    short = rejected(http, reverse(sale["id"]), "insufficient_funds")
+    # The refusal records the state it was decided on: the shop's, which is short, not the buyer's.
+    assert (short["result"]["account_id"], short["result"]["balance"]) == (shop, 5)
 
 
 def test_reversal_refusals_at_the_door_claim_nothing(http: TestClient, ctx: Context, workers: Workers) -> None:

@@ -31,6 +31,10 @@ class LedgerError(Exception):
 class Rejection(LedgerError):
     code = "rejected"
 
+    def __init__(self, detail: str = "", *, code: str | None = None, account_id: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.account_id = account_id  # the account whose state decided it, where there is one
+
 
 class InsufficientFunds(Rejection):
     code = "insufficient_funds"

@@ -238,8 +238,8 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
         outcome = plan(command, states, world, refs, p.accepted_at)
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.
-            decided_on = touched[p.command_id][:1]
-            seen = states.get(decided_on[0]) if decided_on else None
+            decided_on = outcome.account_id or next(iter(touched[p.command_id]), None)
+            seen = states.get(decided_on) if decided_on else None
             result = None
             if seen is not None and not seen.is_system:  # `@world`'s shard balance is nobody's business
                 result = {"account_id": seen.id, "balance": seen.balance, "seq": seen.entry_count}

@@ -86,7 +86,8 @@ def accounts_touched(
         return placed.account_ids() + world if isinstance(placed, Hold) else ()
     if isinstance(command, Reversal):
         original = refs.originals.get(command.command_id)
-        legs = [a for a, _ in original.legs] if original is not None and original.legs else []
+        # The accounts the reversal debits (the original's credited ones) first.
+        legs = [a for a, _ in sorted(original.legs, key=lambda leg: -leg[1])] if original is not None else []
         if not legs and command.command_id in in_batch:
             legs = list(accounts_touched(in_batch[command.command_id], currency, partition, refs, in_batch))
         named = [a for a in legs if not a.startswith("@")]

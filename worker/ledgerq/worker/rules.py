@@ -125,6 +125,7 @@ class Applied:
 class Rejected:
     code: str
     detail: str
+    account_id: str | None = field(default=None, compare=False)  # whose state decided it, if one did
 
 
 Outcome = Applied | Rejected
@@ -153,7 +154,7 @@ def plan(
         source, target = _source_and_target(command, world_id)
         legs = _two_legs(accounts, source, target, command.amount, command.currency)
     except Rejection as refusal:
-        return Rejected(refusal.code, refusal.detail)
+        return Rejected(refusal.code, refusal.detail, refusal.account_id)
     return Applied(legs, reversible_amount=command.amount)
 
 
@@ -176,7 +177,7 @@ def _plan_hold(command: Hold, accounts: dict[str, AccountState], accepted_at: da
         _require(accounts, command.to_account_id, command.currency)
     _check_debit(state, command.amount)
     if state.held + command.amount > AMOUNT_MAX:
-        raise Rejection("the held balance would leave the int64 range", code="amount_out_of_range")
+        raise Rejection("the held balance would leave the int64 range", code="amount_out_of_range", account_id=state.id)
     hold = HoldState(
         command.id,
         command.account_id,
@@ -201,21 +202,30 @@ def _plan_release(
     if hold is None:
         raise Rejection(f"hold {command.hold_id!r} was never placed (it was rejected)", code="hold_not_pending")
     if hold.status in (HoldStatus.CAPTURED, HoldStatus.VOIDED):
-        raise Rejection(f"hold {command.hold_id!r} is already {hold.status}", code="hold_not_pending")
+        raise Rejection(
+            f"hold {command.hold_id!r} is already {hold.status}", code="hold_not_pending", account_id=hold.account_id
+        )
     if accepted_at is None or accepted_at >= hold.expires_at:
         raise Rejection(
             f"hold {command.hold_id!r} expired at {hold.expires_at.isoformat()}, before this {command.type} "
             "was accepted",
             code="hold_expired",
+            account_id=hold.account_id,
         )
     if hold.status != HoldStatus.PENDING:  # expired by the sweep: it never is while this was queued
-        raise Rejection(f"hold {command.hold_id!r} is {hold.status}", code="hold_not_pending")
+        raise Rejection(
+            f"hold {command.hold_id!r} is {hold.status}", code="hold_not_pending", account_id=hold.account_id
+        )
     released = ((hold.account_id, -hold.amount),)
     if isinstance(command, Void):
         return Applied((), hold=_resolved(hold, HoldStatus.VOIDED, 0, command.id), held=released)
     amount = hold.amount if command.amount is None else command.amount
     if amount > hold.amount:
-        raise Rejection(f"capture of {amount} exceeds the hold's {hold.amount}", code="amount_exceeds_hold")
+        raise Rejection(
+            f"capture of {amount} exceeds the hold's {hold.amount}",
+            code="amount_exceeds_hold",
+            account_id=hold.account_id,
+        )
     source = hold.account_id
     target = hold.to_account_id or world_id
     # The hold's own reservation covers the capture: it is released in the same step.
@@ -310,13 +320,14 @@ def _check_debit(debit: AccountState, amount: int) -> None:
     if not debit.is_system and debit.available - amount < -debit.overdraft_limit:
         held = f" ({debit.held} of it held)" if debit.held else ""
         raise InsufficientFunds(
-            f"balance {debit.balance}{held} with overdraft limit {debit.overdraft_limit} cannot cover {amount}"
+            f"balance {debit.balance}{held} with overdraft limit {debit.overdraft_limit} cannot cover {amount}",
+            account_id=debit.id,
         )
 
 
 def _check_range(state: AccountState, amount: int) -> None:
     if not BALANCE_MIN <= state.balance + amount <= AMOUNT_MAX:
-        raise Rejection("the balance would leave the int64 range", code="amount_out_of_range")
+        raise Rejection("the balance would leave the int64 range", code="amount_out_of_range", account_id=state.id)
 
 
 def _source_and_target(command: Deposit | Withdraw | Transfer, world_id: str) -> tuple[str, str]:
