@@ -33,7 +33,9 @@ def hold_view(ctx: Context, hold_id: str, key: ApiKey | None = None) -> dict[str
         row = conn.execute(select(*_COLUMNS).where(holds.c.id == hold_id)).one_or_none()
     if row is None or (key is not None and not key.covers(row.account_id)):
         shown = shown_id(key.prefix if key else "", hold_id)
-        raise NotFound(f"hold {shown!r} not found (it is not applied, or it was rejected)")
+        raise NotFound(
+            f"hold {shown!r} not found: no hold command has this id, or it is not applied yet, or it was rejected"
+        )
     return {**row._mapping, "id": shown_id(key.prefix if key else "", row.id)}
 
 

@@ -21,14 +21,14 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, any_, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
 
-from ledgerq.shared.commands import AnyCommand
+from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Void
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
 from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, HoldStatus, accounts, commands
 from ledgerq.shared.scoping import parse_stored
 from ledgerq.worker import faults
 from ledgerq.worker.references import accounts_touched, load_references
-from ledgerq.worker.rules import AccountState, Applied, HoldState, References, Rejected, plan, settle
+from ledgerq.worker.rules import AccountState, Applied, HoldState, References, Rejected, plan, rfc3339, settle
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +238,10 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
         outcome = plan(command, states, world, refs, p.accepted_at)
         if isinstance(outcome, Rejected):
             # The state the refusal was decided on, so anyone can check it against the history.
-            decided_on = outcome.account_id or next(iter(touched[p.command_id]), None)
+            # A command naming another (a capture, void or reversal) is refused by the hold's or the
+            # original's state unless an account's balance refused it.
+            names_another = isinstance(command, Capture | Void | Reversal)
+            decided_on = outcome.account_id or (None if names_another else next(iter(touched[p.command_id]), None))
             seen = states.get(decided_on) if decided_on else None
             result = None
             if seen is not None and not seen.is_system:  # `@world`'s shard balance is nobody's business
@@ -290,7 +293,7 @@ def _record(
     if hold is not None:
         if hold.status == HoldStatus.PENDING:
             batch.holds_placed[hold.id] = hold
-            result["expires_at"] = hold.expires_at.isoformat()
+            result["expires_at"] = rfc3339(hold.expires_at)
         else:
             batch.holds_resolved[hold.id] = hold
             result["hold_id"] = hold.id

@@ -10,7 +10,7 @@ order, folds each outcome into the batch's state with `settle`, and writes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from ledgerq.shared.commands import (
     AMOUNT_MAX,
@@ -158,6 +158,11 @@ def plan(
     return Applied(legs, reversible_amount=command.amount)
 
 
+def rfc3339(moment: datetime) -> str:
+    """A time as the API shows times: UTC, `Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _two_legs(
     accounts: dict[str, AccountState], source: str, target: str, amount: int, currency: str
 ) -> tuple[Leg, ...]:
@@ -202,20 +207,14 @@ def _plan_release(
     if hold is None:
         raise Rejection(f"hold {command.hold_id!r} was never placed (it was rejected)", code="hold_not_pending")
     if hold.status in (HoldStatus.CAPTURED, HoldStatus.VOIDED):
-        raise Rejection(
-            f"hold {command.hold_id!r} is already {hold.status}", code="hold_not_pending", account_id=hold.account_id
-        )
+        raise Rejection(f"hold {command.hold_id!r} is already {hold.status}", code="hold_not_pending")
     if accepted_at is None or accepted_at >= hold.expires_at:
         raise Rejection(
-            f"hold {command.hold_id!r} expired at {hold.expires_at.isoformat()}, before this {command.type} "
-            "was accepted",
+            f"hold {command.hold_id!r} expired at {rfc3339(hold.expires_at)}, before this {command.type} was accepted",
             code="hold_expired",
-            account_id=hold.account_id,
         )
     if hold.status != HoldStatus.PENDING:  # expired by the sweep: it never is while this was queued
-        raise Rejection(
-            f"hold {command.hold_id!r} is {hold.status}", code="hold_not_pending", account_id=hold.account_id
-        )
+        raise Rejection(f"hold {command.hold_id!r} is {hold.status}", code="hold_not_pending")
     released = ((hold.account_id, -hold.amount),)
     if isinstance(command, Void):
         return Applied((), hold=_resolved(hold, HoldStatus.VOIDED, 0, command.id), held=released)
@@ -224,7 +223,6 @@ def _plan_release(
         raise Rejection(
             f"capture of {amount} exceeds the hold's {hold.amount}",
             code="amount_exceeds_hold",
-            account_id=hold.account_id,
         )
     source = hold.account_id
     target = hold.to_account_id or world_id
