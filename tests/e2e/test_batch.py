@@ -158,3 +158,22 @@ def test_a_batch_may_name_its_own_earlier_commands(http: TestClient, ctx: Contex
     payer_view = http.get(f"/v1/accounts/{payer}").json()
     assert (payer_view["balance"], payer_view["held"]) == (500 - 150 - 100 + 40, 1)
     assert http.get(f"/v1/accounts/{payee}").json()["balance"] == 150 + 100 - 40
+
+
+def test_naming_a_command_the_round_refused_is_refused(http: TestClient, ctx: Context) -> None:
+    """A reversal or capture of a command refused in the same batch is unknown, as that id was never
+    claimed (its client may send it again, corrected, as another command)."""
+    ghost, real = uid("ghost"), uid("batch")
+    assert http.post("/v1/accounts", json={"id": real, "currency": "USD"}).status_code == 201
+    bad_deposit = deposit(ghost)
+    bad_hold = {"id": uid("h"), "type": "hold", "account_id": real, "amount": 5, "currency": "EUR"}
+    commands = [
+        bad_deposit,
+        {"id": uid("r"), "type": "reversal", "command_id": bad_deposit["id"]},
+        bad_hold,
+        {"id": uid("c"), "type": "capture", "hold_id": bad_hold["id"]},
+    ]
+    results = http.post("/v1/commands/batch", json={"commands": commands}).json()["results"]
+    codes = [r["error"]["code"] for r in results]
+    assert codes == ["unknown_account", "unknown_command", "currency_mismatch", "unknown_hold"], results
+    assert claimed(ctx, [c["id"] for c in commands]) == set()

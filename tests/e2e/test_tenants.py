@@ -237,3 +237,19 @@ def test_a_tenant_holds_captures_voids_and_refunds_its_own_commands(
     assert http.post("/v1/commands", json=by_admin).status_code == 202
     assert wait_final(http, by_admin["id"])["status"] == "applied"
     assert http.get("/v1/holds/h3", headers=auth).json()["status"] == "voided"
+    # The admin's void and capture on the tenant's accounts are readable by the tenant, as `~<id>`.
+    assert http.get(f"/v1/commands/~{by_admin['id']}", headers=auth).json()["status"] == "applied"
+    h4 = {"id": "h4", "type": "hold", "account_id": wallet, "amount": 10, "currency": "USD"}
+    assert http.post("/v1/commands", json=h4, headers=auth).status_code == 202
+    assert final(http, "h4", auth)["status"] == "applied"
+    admin_capture = {"id": uid("cap"), "type": "capture", "hold_id": f"{shop}/h4"}
+    assert http.post("/v1/commands", json=admin_capture).status_code == 202
+    assert wait_final(http, admin_capture["id"])["status"] == "applied"
+    shown = [e["command_id"] for e in http.get(f"/v1/accounts/{wallet}/entries", headers=auth).json()["entries"]]
+    assert f"~{admin_capture['id']}" in shown
+    seen = http.get(f"/v1/commands/~{admin_capture['id']}", headers=auth).json()
+    assert seen["status"] == "applied" and all(e["account_id"].startswith(shop) for e in seen["result"]["entries"])
+    # Another tenant cannot tell this tenant's void from a missing command.
+    for name in (f"~{shop}/v2", f"~{shop}/no-such-command"):
+        probe = http.post("/v1/commands", json={"id": uid("p"), "type": "reversal", "command_id": name}, headers=theirs)
+        assert probe.status_code == 422 and probe.json()["code"] == "unknown_command", probe.text

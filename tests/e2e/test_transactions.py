@@ -82,6 +82,8 @@ def test_refusals_at_the_door_claim_nothing(http: TestClient, ctx: Context) -> N
                 "legs": [{"account_id": a, "amount": 1.5}, {"account_id": b, "amount": -1.5}],
             },
             {**transaction((a, -1), (b, 1)), "account_id": a},
+            # Each leg fits in int64, but not what the transaction moves in all (nor its reversal).
+            transaction((a, -(2**63 - 1)), (elsewhere, -(2**63 - 1)), (b, 2**63 - 1), (eur, 2**63 - 1)),
         ],
         "unknown_account": [transaction((a, -10), (uid("ghost"), 10))],
         "currency_mismatch": [transaction((a, -10), (eur, 10))],

@@ -76,6 +76,8 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
         # A confined key sees only its accounts' legs, even of its own commands: the others' balances
         # (another tenant's, or the `@world` account every tenant's deposits move) are not its to see.
         named, debited = touched_accounts(row.payload)
+        if result:  # a capture, void or reversal names its accounts only in what it posted or released
+            named = [*named, *(e["account_id"] for e in result.get("entries", ())), result.get("account_id") or ""]
         if not is_own(prefix, row.id) and not any(key.covers(a) for a in named):
             return None  # another key's command that touches none of this key's accounts
         if result and "entries" in result:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Void
 from ledgerq.shared.errors import LedgerError, LegsSpanPartitions, UnknownCommand, UnknownHold, ValidationFailed
 from ledgerq.shared.routing import partition_for
+from ledgerq.shared.scoping import SEPARATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Route:
     partition: int
     currency: str
     ref_id: str | None = None
+    ref_index: int | None = None  # the named command is this one of the same round, not yet claimed
 
 
 _NAMED = text(
@@ -53,7 +55,8 @@ def route(engine: Engine, partitions: int, batch: list[AnyCommand], scopes: list
             captured = sorted({r["ref_id"] for r in named.values() if r["type"] == "capture"} - set(named))
             holds = _lookup(conn, captured) | {k: v for k, v in named.items() if v["type"] == "hold"}
     routes: list[Route | LedgerError] = []
-    for command, scope in zip(batch, scopes, strict=True):
+    in_round: dict[str, int] = {}
+    for index, (command, scope) in enumerate(zip(batch, scopes, strict=True)):
         found: Route | LedgerError
         if isinstance(command, Capture | Void):
             found = _route_release(command, named.get(command.hold_id), scope)
@@ -61,8 +64,11 @@ def route(engine: Engine, partitions: int, batch: list[AnyCommand], scopes: list
             found = _route_reversal(command, named.get(command.command_id), holds, scope, partitions)
         else:
             found = Route(partition_for(command.routing_account, partitions), command.currency)
+        if isinstance(found, Route) and found.ref_id in in_round:
+            found = Route(found.partition, found.currency, found.ref_id, in_round[found.ref_id])
         routes.append(found)
         if wanted and isinstance(found, Route) and command.id not in named:
+            in_round[command.id] = index
             # A later command of the same round (a batch's capture of its own hold) may name this one: it
             # is claimed in the same transaction and queued before it, as sequential submits would be.
             row = {
@@ -79,6 +85,19 @@ def route(engine: Engine, partitions: int, batch: list[AnyCommand], scopes: list
     return routes
 
 
+def refuse_unclaimed_targets(batch: list[AnyCommand], routes: list[Route], outcomes: list[Any]) -> None:
+    """A command that names one of its own round which was refused (an unknown account, a full queue)
+    is refused as if that command did not exist: nothing was claimed under that id."""
+    for i, found in enumerate(routes):
+        if found.ref_index is not None and outcomes[i] is None and outcomes[found.ref_index] is not None:
+            command = batch[i]
+            outcomes[i] = (
+                UnknownCommand(f"no command has id {found.ref_id!r}")
+                if isinstance(command, Reversal)
+                else UnknownHold(f"no hold command has id {found.ref_id!r}")
+            )
+
+
 def _lookup(conn: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     if not ids:
         return {}
@@ -93,7 +112,12 @@ def _accounts(row: dict[str, Any]) -> list[str]:
 
 
 def _covered(row: dict[str, Any], scope: str) -> bool:
-    return all(a.startswith(scope) for a in _accounts(row))
+    """Whether a key confined to `scope` may name this command: its own, or one whose accounts are all
+    within its prefix (a void or reversal names no account: only its own are visible)."""
+    if not scope or row["id"].startswith(f"{scope}{SEPARATOR}"):
+        return True
+    named = _accounts(row)
+    return bool(named) and all(a.startswith(scope) for a in named)
 
 
 def _route_release(command: Capture | Void, hold: dict[str, Any] | None, scope: str) -> Route | LedgerError:

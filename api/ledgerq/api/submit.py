@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
-from ledgerq.api.references import Route, route
+from ledgerq.api.references import Route, refuse_unclaimed_targets, route
 from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Transaction, Void, payload_hash
 from ledgerq.shared.errors import (
     CurrencyMismatch,
@@ -140,6 +140,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
     partitions = [r.partition for r in routes]
     _check_debits_on_one_partition(ctx, batch, outcomes)
     _check_depth(ctx, partitions, outcomes)
+    refuse_unclaimed_targets(batch, routes, outcomes)
     todo = [i for i, o in enumerate(outcomes) if o is None]
     if not todo:
         return outcomes  # type: ignore[return-value]

@@ -180,6 +180,8 @@ class Transaction(_Base):
             raise ValueError("the legs must sum to zero")
         if len({leg.account_id for leg in self.legs}) != len(self.legs):
             raise ValueError("each account may appear in one leg only")
+        if sum(leg.amount for leg in self.legs if leg.amount > 0) > AMOUNT_MAX:
+            raise ValueError(f"the legs may move at most {AMOUNT_MAX} in all")
         return self
 
     @property

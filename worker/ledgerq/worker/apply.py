@@ -212,7 +212,7 @@ def _parse(payload: dict[str, Any]) -> AnyCommand | str:
 
 def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _Batch:
     in_batch = {p.command_id: p.command for p in pending if not isinstance(p.command, str)}
-    refs = load_references(conn, in_batch.values())
+    refs = load_references(conn, partition, in_batch.values())
     touched = {
         p.command_id: accounts_touched(p.command, p.currency, partition, refs, in_batch)
         for p in pending

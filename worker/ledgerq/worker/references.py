@@ -1,10 +1,12 @@
 """What a batch's captures, voids and reversals name: the holds and originals, read before the
 account rows are locked, so the batch knows every account it touches and locks them in one order.
 
-Holds are locked (`FOR UPDATE`): only this partition's owner changes its holds, but the expiry
-sweep and a capture must never both act on one. Originals are read unlocked: an applied command's
-legs never change, and its `reversed_amount` is written only by the one partition that applies
-its reversals, which is this one.
+Holds are locked (`FOR UPDATE`), and only this partition's are read: only its owner changes them,
+and the expiry sweep and a capture must never both act on one. Originals are locked too, skipping
+a locked one: an applied command's legs never change and its `reversed_amount` is written only by
+the one partition that applies its reversals (this one), so the lock only guards that rule; an
+original locked by another transaction is one being applied right now by its own partition, not
+applied yet for this batch (`not_reversible`), and waiting for it could deadlock on the accounts.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ _ORIGINALS = text(
            coalesce((SELECT json_agg(json_build_array(e.account_id, e.amount) ORDER BY e.account_id)
                        FROM entries e WHERE e.command_id = c.id), '[]') AS legs
       FROM commands c WHERE c.id = ANY(:ids)
+       FOR NO KEY UPDATE OF c SKIP LOCKED
     """
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
 
 
-def load_references(conn: Connection, batch: Iterable[AnyCommand]) -> References:
+def load_references(conn: Connection, partition: int, batch: Iterable[AnyCommand]) -> References:
     commands = list(batch)
     hold_ids = sorted({c.hold_id for c in commands if isinstance(c, Capture | Void)})
     original_ids = sorted({c.command_id for c in commands if isinstance(c, Reversal)})
@@ -38,7 +41,7 @@ def load_references(conn: Connection, batch: Iterable[AnyCommand]) -> References
     if hold_ids:
         rows = conn.execute(
             select(holds)
-            .where(holds.c.id == any_(bindparam("ids", hold_ids, type_=ARRAY(TEXT))))
+            .where(holds.c.id == any_(bindparam("ids", hold_ids, type_=ARRAY(TEXT))), holds.c.partition == partition)
             .order_by(holds.c.id)
             .with_for_update()
         )

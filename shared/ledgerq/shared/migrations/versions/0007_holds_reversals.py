@@ -11,8 +11,9 @@ Revises: 0006
   sweep looks up captures and voids still queued for a hold by it.
 - `commands.currency` is the currency of the legs a command posts: a capture's and a reversal's
   body names none (it is the hold's or the original's). The balance trigger reads it first.
-- `commands.reversible_amount` is what an applied original posted (a transaction: its debits);
-  `reversed_amount` the sum of its applied reversals, never above it (CHECK).
+- `commands.reversible_amount` is what an applied original posted (a transaction: its debits),
+  filled in here for the commands already applied; `reversed_amount` the sum of its applied
+  reversals, never above it (CHECK).
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ ALTER TABLE commands ADD COLUMN ref_id varchar(300);
 ALTER TABLE commands ADD COLUMN currency varchar(3);
 ALTER TABLE commands ADD COLUMN reversible_amount bigint;
 ALTER TABLE commands ADD COLUMN reversed_amount bigint NOT NULL DEFAULT 0;
+-- Commands applied before this migration are reversible too: what each posted.
+UPDATE commands SET reversible_amount = CASE type
+        WHEN 'transaction' THEN (SELECT sum((leg->>'amount')::bigint) FROM jsonb_array_elements(payload->'legs') leg
+                                  WHERE (leg->>'amount')::bigint > 0)
+        ELSE (payload->>'amount')::bigint END
+ WHERE status = 'applied';
 ALTER TABLE commands ADD CONSTRAINT commands_reversed_within
     CHECK (reversed_amount >= 0 AND reversed_amount <= coalesce(reversible_amount, 0));
 ALTER TABLE commands DROP CONSTRAINT commands_type;
