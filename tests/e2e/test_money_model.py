@@ -282,7 +282,8 @@ class Model:
         credited: tuple[str, ...] = (),
         seen: str | None = None,
     ) -> Planned:
-        """`seen`: the account the refusal is decided on (its routing account), whose state it records."""
+        """`seen`: the account whose state decided the refusal (the debit it could not cover), whose state
+        it records; None where no account's state did (a hold's or an original's did)."""
         p = self._planned(kind, body, ("rejected", code), partition)
         self._original(p, False, credited)
         if seen is not None:
@@ -353,8 +354,9 @@ class Model:
         self.rng.shuffle(signed)
         body = {"currency": CURRENCY, "legs": [{"account_id": a, "amount": n} for a, n in signed]}
         partition = partition_for(min(debits), PARTITIONS)
-        if not all(self._covered(a, -n) for a, n in signed if n < 0):
-            return self._rejected("transaction", body, partition, "insufficient_funds", tuple(credits), min(debits))
+        short = [a for a, n in signed if n < 0 and not self._covered(a, -n)]  # checked in leg order
+        if short:
+            return self._rejected("transaction", body, partition, "insufficient_funds", tuple(credits), short[0])
         return self._applied("transaction", body, partition, signed, tuple(credits), total)
 
     # -- holds, captures, voids ----------------------------------------------------------------
@@ -409,14 +411,12 @@ class Model:
         if amount[mode] is not None:
             body["amount"] = amount[mode]
         credited = () if hold.to_account is None else (hold.to_account,)
-        # A hold never placed has no row: the refusal names no account (or, in one batch with the
-        # hold, the hold's), so only refusals of placed holds are checked for the state they saw.
-        seen = None if hold.status == "rejected" else hold.account
+        # Refused by the hold's state, not an account's: the refusal records no account.
         if hold.status != "pending":
-            return self._rejected("capture", body, hold.partition, "hold_not_pending", credited, seen)
+            return self._rejected("capture", body, hold.partition, "hold_not_pending", credited)
         captured = amount[mode] or hold.amount
         if captured > hold.amount:
-            return self._rejected("capture", body, hold.partition, "amount_exceeds_hold", credited, seen)
+            return self._rejected("capture", body, hold.partition, "amount_exceeds_hold", credited)
         self.accounts[hold.account].held -= hold.amount
         hold.status, hold.captured = "captured", captured
         target = hold.to_account or self._world(hold.partition)
@@ -431,8 +431,7 @@ class Model:
         hold = self.rng.choice(pending if pending and self.rng.random() < 0.7 else mine)
         body = {"hold_id": hold.id}
         if hold.status != "pending":
-            seen = None if hold.status == "rejected" else hold.account
-            return self._rejected("void", body, hold.partition, "hold_not_pending", seen=seen)
+            return self._rejected("void", body, hold.partition, "hold_not_pending")
         self.accounts[hold.account].held -= hold.amount
         hold.status = "voided"
         p = self._planned("void", body, ("applied", None), hold.partition)
@@ -485,11 +484,8 @@ class Model:
             body["amount"] = amount
         partition = self._reversal_partition(original)
         reversing = left if amount is None else amount
-        # Decided on the original's first named account by id, read from its entries; an original in
-        # the same batch is named by its own accounts instead, so only earlier rounds' are checked.
-        seen = min(a for a, _ in original.legs if not is_system(a)) if original.round < self.round else None
-        if reversing > left or reversing == 0:
-            return self._rejected("reversal", body, partition, "amount_exceeds_reversible", seen=seen)
+        if reversing > left or reversing == 0:  # decided by the original's state: no account recorded
+            return self._rejected("reversal", body, partition, "amount_exceeds_reversible")
         world = self._world(partition)
         signed = [
             (
@@ -498,7 +494,11 @@ class Model:
             )
             for a, n in original.legs
         ]
-        if not all(is_system(a) or self._covered(a, -n) for a, n in signed if n < 0):
+        # The mirrored legs are checked in the order of the original's entries as read back (by account
+        # id); an original of this round may be in the same batch, its legs in plan order: not checked.
+        short = [a for a, n in sorted(signed) if n < 0 and not is_system(a) and not self._covered(a, -n)]
+        if short:
+            seen = short[0] if original.round < self.round else None
             return self._rejected("reversal", body, partition, "insufficient_funds", seen=seen)
         original.reversed += reversing
         return self._applied("reversal", body, partition, signed)
@@ -718,10 +718,19 @@ def seen_problems(engine: Engine, model: Model) -> list[str]:
     """A refusal records the state it was decided on: the model's, or where lanes interleave on that
     account, a state the account really had (its balance_after at that seq)."""
     checked = [p for p in model.planned if p.seen is not None]
+    # Refused by a hold's or an original's state: nothing recorded of any account.
+    stateless = [
+        p
+        for p in model.planned
+        if p.kind in ("capture", "void", "reversal")
+        and p.expect[0] == "rejected"
+        and p.expect[1] != "insufficient_funds"
+    ]
     with engine.connect() as conn:
         results: dict[str, Any] = dict(
             conn.execute(
-                text("SELECT id, result FROM commands WHERE id = ANY(:ids)"), {"ids": [p.id for p in checked]}
+                text("SELECT id, result FROM commands WHERE id = ANY(:ids)"),
+                {"ids": [p.id for p in checked + stateless]},
             ).all()
         )
         after = {
@@ -731,7 +740,7 @@ def seen_problems(engine: Engine, model: Model) -> list[str]:
                 {"ids": model.order},
             )
         }
-    problems = []
+    problems = [f"{p.id} ({p.kind} {p.expect[1]}): records {results[p.id]}" for p in stateless if results[p.id]]
     for p in checked:
         assert p.seen is not None
         account, balance, seq, held = p.seen
