@@ -51,7 +51,7 @@ class _Batch:
     held_changed: set[str] = field(default_factory=set)
     holds_placed: dict[str, HoldState] = field(default_factory=dict)
     holds_resolved: dict[str, HoldState] = field(default_factory=dict)
-    reversed: dict[str, int] = field(default_factory=dict)  # original id -> its reversed_amount now
+    reversed: dict[str, int] = field(default_factory=dict)  # original id -> what this batch reverses of it
     reversible: dict[str, int] = field(default_factory=dict)  # applied command id -> reversible_amount
 
 
@@ -115,11 +115,12 @@ _RESOLVE_HOLDS = text(
     """
 )
 
-# The commands_reversed_within CHECK holds the total to the original's reversible amount.
+# An increment, so no reversal is lost whatever was read; the commands_reversed_within CHECK holds the
+# total to the original's reversible amount.
 _REVERSED = text(
     """
-    UPDATE commands AS c SET reversed_amount = v.reversed_amount
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, reversed_amount bigint)
+    UPDATE commands AS c SET reversed_amount = c.reversed_amount + v.amount
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, amount bigint)
      WHERE c.id = v.id AND c.status = 'applied'
     """
 )
@@ -302,7 +303,7 @@ def _record(
         result |= {"account_id": hold.account_id, "held": state.held, "available": state.available}
     if outcome.reversed is not None:
         original_id, amount = outcome.reversed
-        batch.reversed[original_id] = refs.originals[original_id].reversed_amount
+        batch.reversed[original_id] = batch.reversed.get(original_id, 0) + amount
         result["reversed_amount"] = amount
     return result
 
@@ -382,7 +383,7 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
     if batch.reversed:
         # After the commands are finished: an original applied earlier in this batch is `applied`, with
         # its reversible amount, only from here on.
-        rows = [{"id": i, "reversed_amount": n} for i, n in sorted(batch.reversed.items())]
+        rows = [{"id": i, "amount": n} for i, n in sorted(batch.reversed.items())]
         if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
             raise InvariantViolation("a reversal's original is not applied")
     if batch.holds_resolved:

@@ -2,11 +2,11 @@
 account rows are locked, so the batch knows every account it touches and locks them in one order.
 
 Holds are locked (`FOR UPDATE`), and only this partition's are read: only its owner changes them,
-and the expiry sweep and a capture must never both act on one. Originals are locked too, skipping
-a locked one: an applied command's legs never change and its `reversed_amount` is written only by
-the one partition that applies its reversals (this one), so the lock only guards that rule; an
-original locked by another transaction is one being applied right now by its own partition, not
-applied yet for this batch (`not_reversible`), and waiting for it could deadlock on the accounts.
+and the expiry sweep and a capture must never both act on one. Originals are read unlocked: an
+applied command's legs never change, and its `reversed_amount` is written only by the one partition
+that applies its reversals (this one), as an increment the CHECK holds to the original's amount.
+(Locking them would wait on, or deadlock with, the original's own partition applying it; skipping a
+locked one refused reversals whose own earlier, stalled attempt still held the lock.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ _ORIGINALS = text(
            coalesce((SELECT json_agg(json_build_array(e.account_id, e.amount) ORDER BY e.account_id)
                        FROM entries e WHERE e.command_id = c.id), '[]') AS legs
       FROM commands c WHERE c.id = ANY(:ids)
-       FOR NO KEY UPDATE OF c SKIP LOCKED
     """
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
 
