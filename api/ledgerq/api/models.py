@@ -120,3 +120,17 @@ class PartitionOut(BaseModel):
 
 class PartitionsOut(BaseModel):
     partitions: list[PartitionOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    type: Literal["command.applied", "command.rejected", "command.failed", "hold.expired"]
+    command_id: str
+    accounts: list[str]
+    at: datetime
+    data: dict[str, Any]
+
+
+class EventsOut(BaseModel):
+    events: list[EventOut]
+    next_after_id: int

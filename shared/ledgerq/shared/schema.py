@@ -34,10 +34,22 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.types import UserDefinedType
 
 metadata = MetaData()
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: object) -> str:
+        return "xid8"
+
 
 
 class CommandStatus(StrEnum):
@@ -207,6 +219,23 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True)),
     CheckConstraint("scope IN ('read', 'write', 'admin')", name="api_keys_scope"),
     CheckConstraint("prefix ~ '^[A-Za-z0-9._:-]{0,128}$'", name="api_keys_prefix_charset"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    # xid * 65536 + n: ordered so that a reader never skips one (migration 0008 says why).
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("xid", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
+    Column("type", Text, nullable=False),
+    Column("command_id", String(300), nullable=False),
+    Column("accounts", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
+    Column("data", JSONB, nullable=False, server_default="{}"),
+    CheckConstraint(
+        "type IN ('command.applied', 'command.rejected', 'command.failed', 'hold.expired')", name="events_type"
+    ),
+    CheckConstraint("id >> 16 = xid::text::bigint", name="events_id_of_its_transaction"),
 )
 
 audit_log = Table(

@@ -53,6 +53,8 @@ class _Batch:
     holds_resolved: dict[str, HoldState] = field(default_factory=dict)
     reversed: dict[str, int] = field(default_factory=dict)  # original id -> what this batch reverses of it
     reversible: dict[str, int] = field(default_factory=dict)  # applied command id -> reversible_amount
+    # command id -> (its type, the client accounts it touches): what its event says
+    event_facts: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class _Pending:
     command: AnyCommand | str  # a str is why it is recorded `failed`
     accepted_at: datetime
     currency: str | None
+    type: str = ""
 
 
 # Bulk writes take one JSON document each: one parameter to send and parse, one statement per table
@@ -100,6 +103,15 @@ _PLACE_HOLDS = text(
     SELECT id, account_id, to_account_id, :partition, amount, currency, expires_at
       FROM json_to_recordset(CAST(:rows AS json))
            AS v(id text, account_id text, to_account_id text, amount bigint, currency text, expires_at timestamptz)
+    """
+)
+
+# One event per outcome, in the same transaction (migration 0008: why the id is made of the xid).
+INSERT_EVENTS = text(
+    """
+    INSERT INTO events (id, type, command_id, accounts, data)
+    SELECT (pg_current_xact_id()::text::bigint << 16) + v.n, v.type, v.command_id, v.accounts, v.data
+      FROM json_to_recordset(CAST(:rows AS json)) AS v(n int, type text, command_id text, accounts text[], data jsonb)
     """
 )
 
@@ -168,6 +180,7 @@ def apply_batch(
                     commands.c.payload_hash,
                     commands.c.accepted_at,
                     commands.c.currency,
+                    commands.c.type,
                 ).where(commands.c.id == any_(bindparam("ids", command_ids, type_=ARRAY(TEXT))))
             )
         }
@@ -193,7 +206,7 @@ def apply_batch(
                 else:
                     parsed = _parse(row.payload)
                 currency = row.currency or row.payload.get("currency")
-                pending.append(_Pending(command_id, parsed, row.accepted_at, currency))
+                pending.append(_Pending(command_id, parsed, row.accepted_at, currency, row.type))
         batch = _plan_batch(conn, partition, pending)
         _write(conn, batch, partition)
         if before_commit is not None:
@@ -230,6 +243,8 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
     states = _lock_accounts(conn, wanted)
     batch = _Batch()
     for p in pending:
+        named = sorted({a for a in touched.get(p.command_id, ()) if not a.startswith("@")})
+        batch.event_facts[p.command_id] = (p.type, named)
         command = p.command
         if isinstance(command, str):
             batch.finished.append(Finished(p.command_id, CommandStatus.FAILED, "apply_failed", command))
@@ -386,6 +401,8 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
         rows = [{"id": i, "amount": n} for i, n in sorted(batch.reversed.items())]
         if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
             raise InvariantViolation("a reversal's original is not applied")
+    if batch.finished:
+        conn.execute(INSERT_EVENTS, {"rows": json.dumps(_events(batch, partition))})
     if batch.holds_resolved:
         # After the commands are finished: `resolved_by` names a capture or void that is final.
         rows = [
@@ -394,3 +411,18 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
         ]
         if conn.execute(_RESOLVE_HOLDS, {"rows": json.dumps(rows)}).rowcount != len(rows):
             raise InvariantViolation("a resolved hold has no row")
+
+
+def _events(batch: _Batch, partition: int) -> list[dict[str, Any]]:
+    rows = []
+    for n, f in enumerate(batch.finished):
+        kind, named = batch.event_facts.get(f.command_id, ("", []))
+        data: dict[str, Any] = {"type": kind, "status": f.status, "partition": partition}
+        if f.error_code:
+            data["error"] = {"code": f.error_code, "detail": (f.error_detail or "").replace("\x00", "")}
+        if f.result is not None:
+            data["result"] = f.result
+        rows.append(
+            {"n": n, "type": f"command.{f.status}", "command_id": f.command_id, "accounts": named, "data": data}
+        )
+    return rows

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, text
 
 from ledgerq.shared.errors import InvariantViolation
 from ledgerq.shared.hold_locks import lock_for_expiry
-from ledgerq.worker.apply import check_epoch
+from ledgerq.worker.apply import INSERT_EVENTS, check_epoch
 
 SWEEP_MAX = 1000
 """Holds expired per sweep: a partition with more due catches up over the next sweeps."""
@@ -85,4 +85,15 @@ def expire_holds(engine: Engine, partition: int, epoch: int, limit: int = SWEEP_
         rows = [{"account_id": e.account_id, "amount": e.amount} for e in expired]
         if conn.execute(_RELEASE, {"rows": json.dumps(rows)}).rowcount != len(account_ids):
             raise InvariantViolation("an expired hold's account has no row")
+        events = [
+            {
+                "n": n,
+                "type": "hold.expired",
+                "command_id": e.hold_id,
+                "accounts": [e.account_id],
+                "data": {"hold_id": e.hold_id, "account_id": e.account_id, "amount": e.amount, "partition": partition},
+            }
+            for n, e in enumerate(expired)
+        ]
+        conn.execute(INSERT_EVENTS, {"rows": json.dumps(events)})
     return expired

@@ -170,7 +170,7 @@ async def get_command(
     key: ReadKey,
     wait: Annotated[str | None, Query(description="seconds to wait for a final status, 0..30")] = None,
 ) -> dict[str, Any]:
-    wait_s = _parse_wait(wait, ctx.settings.wait_s_max)
+    wait_s = parse_wait(wait, ctx.settings.wait_s_max)
     poll = Poll(time.monotonic() + wait_s)
     while True:
         found = await run_in_threadpool(command_view, ctx, stored_id(key.prefix, command_id), key)
@@ -181,7 +181,7 @@ async def get_command(
         await asyncio.sleep(poll.next_sleep_s())
 
 
-def _parse_wait(raw: str | None, wait_s_max: int) -> float:
+def parse_wait(raw: str | None, wait_s_max: int) -> float:
     if raw is None:
         return 0.0
     try:
