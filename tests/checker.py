@@ -55,6 +55,7 @@ class Report:
     held_mismatches: int = 0
     holds_resolved_twice: int = 0
     over_reversed: int = 0
+    event_mismatches: int = 0  # a final outcome without exactly one event of its status, or an event too many
     rejected_by: Counter[str] = field(default_factory=Counter)
     types: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
@@ -69,6 +70,7 @@ class Report:
             or self.held_mismatches
             or self.holds_resolved_twice
             or self.over_reversed
+            or self.event_mismatches
             or self.failed
             or self.problems
         )
@@ -82,6 +84,7 @@ class Report:
             f"failed={self.failed} lost={self.lost} duplicated={self.duplicated} "
             f"out_of_order={self.out_of_order} unjustified_rejections={self.unjustified_rejections} "
             f"balance_mismatches={self.balance_mismatches} held_mismatches={self.held_mismatches} "
+            f"event_mismatches={self.event_mismatches} "
             f"holds_resolved_twice={self.holds_resolved_twice} over_reversed={self.over_reversed} types=({types})"
         )
 
@@ -114,6 +117,9 @@ _HISTORIES = text(
     "SELECT account_id, seq, command_id, amount, balance_after FROM entries WHERE account_id = ANY(:ids) "
     "ORDER BY account_id, seq"
 ).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
+_EVENTS = text("SELECT command_id, type FROM events WHERE command_id = ANY(:ids) AND type LIKE 'command.%'").bindparams(
+    bindparam("ids", type_=ARRAY(TEXT))
+)
 _ACCOUNTS = text("SELECT id, balance, held, overdraft_limit FROM accounts WHERE id = ANY(:ids)").bindparams(
     bindparam("ids", type_=ARRAY(TEXT))
 )
@@ -161,6 +167,8 @@ def check(
     with engine.connect() as conn:
         conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         snap = _load(conn, acknowledged)
+        events = [tuple(r) for r in conn.execute(_EVENTS, {"ids": sorted(acknowledged)})]
+    _check_events(report, snap, events)
     _measure_reversals(snap)
     _check_outcomes(report, snap)
     _check_histories(report, snap)
@@ -173,6 +181,20 @@ def check(
         for client, ids in sent_in_order.items():
             _check_order(report, snap, _client_timeline(ids), f"client {client}: ")
     return report
+
+
+def _check_events(report: Report, snap: Snapshot, events: list[tuple[str, str]]) -> None:
+    """No outcome without its event, no event without its outcome: one `command.<status>` each."""
+    by_command: dict[str, Counter[str]] = defaultdict(Counter)
+    for command_id, kind in events:
+        by_command[command_id][kind] += 1
+    for command_id in snap.acknowledged:
+        row = snap.commands.get(command_id)
+        want = Counter({f"command.{row.status}": 1}) if row is not None and row.status != "queued" else Counter()
+        have = by_command.get(command_id, Counter())
+        if have != want:
+            report.event_mismatches += 1
+            report.problems.append(f"{command_id}: events {have}, outcome {want}")
 
 
 def _client_timeline(ids: list[str]) -> Timeline:
