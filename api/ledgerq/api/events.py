@@ -43,9 +43,8 @@ def _shown(event: dict[str, Any], prefix: str) -> dict[str, Any]:
     result = data.get("result")
     if isinstance(result, dict) and "entries" in result:
         data["result"] = {**result, "entries": [e for e in result["entries"] if e["account_id"].startswith(prefix)]}
-    for name in ("hold_id",):
-        if name in data:
-            data[name] = shown_id(prefix, data[name])
+    if "hold_id" in data:
+        data["hold_id"] = shown_id(prefix, data["hold_id"])
     return {
         **event,
         "command_id": shown_id(prefix, event["command_id"]),
