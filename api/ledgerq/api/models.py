@@ -134,3 +134,44 @@ class EventOut(BaseModel):
 class EventsOut(BaseModel):
     events: list[EventOut]
     next_after_id: int
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+    deleted_at: datetime | None = None
+
+
+class WebhookCreatedOut(WebhookOut):
+    secret: str  # shown once: sign-checking key for `Ledgerq-Signature`
+
+
+class WebhooksOut(BaseModel):
+    webhooks: list[WebhookOut]
+
+
+class AttemptOut(BaseModel):
+    n: int
+    started_at: datetime
+    finished_at: datetime | None  # none: under way, or its process died (the lease lets another retry)
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: int
+    event_type: str
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    next_attempt_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+    attempts: list[AttemptOut]
+
+
+class DeliveriesOut(BaseModel):
+    deliveries: list[DeliveryOut]
+    next_after_id: int | None

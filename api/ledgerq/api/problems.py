@@ -31,6 +31,7 @@ STATUS_BY_ERROR: list[tuple[type[errors.LedgerError], int]] = [
     (errors.LegsSpanPartitions, 422),
     (errors.UnknownHold, 422),
     (errors.UnknownCommand, 422),
+    (errors.WebhookTargetRefused, 422),
     (errors.ValidationFailed, 422),
     (errors.InvalidRequest, 400),
     (errors.TransientFault, 503),

@@ -22,7 +22,11 @@ if TYPE_CHECKING:
     from ledgerq.shared.apikeys import ApiKey
     from ledgerq.shared.observe import PartitionState
 
-LAZY = {"api": "ledgerq.api.cli:api", "worker": "ledgerq.worker.cli:worker"}
+LAZY = {
+    "api": "ledgerq.api.cli:api",
+    "worker": "ledgerq.worker.cli:worker",
+    "webhooks": "ledgerq.webhooks.cli:webhooks",
+}
 PARTITIONS = click.IntRange(1, 1024)  # as Settings.partitions allows
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="print one JSON document instead")
 

@@ -120,6 +120,12 @@ class UnknownCommand(RequestError):
     code = "unknown_command"
 
 
+class WebhookTargetRefused(RequestError):
+    """A webhook URL of the wrong shape, or a host whose addresses the allow list refuses."""
+
+    code = "webhook_target_refused"
+
+
 class InvalidJson(RequestError):
     code = "invalid_json"
 

@@ -221,6 +221,8 @@ api_keys = Table(
     CheckConstraint("prefix ~ '^[A-Za-z0-9._:-]{0,128}$'", name="api_keys_prefix_charset"),
 )
 
+EVENT_TYPES = ("command.applied", "command.rejected", "command.failed", "hold.expired")
+
 events = Table(
     "events",
     metadata,
@@ -232,9 +234,7 @@ events = Table(
     Column("accounts", ARRAY(Text), nullable=False, server_default="{}"),
     Column("at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     Column("data", JSONB, nullable=False, server_default="{}"),
-    CheckConstraint(
-        "type IN ('command.applied', 'command.rejected', 'command.failed', 'hold.expired')", name="events_type"
-    ),
+    CheckConstraint(f"type IN ({', '.join(map(repr, EVENT_TYPES))})", name="events_type"),
     CheckConstraint("id >> 16 = xid::text::bigint", name="events_id_of_its_transaction"),
 )
 
@@ -250,4 +250,88 @@ audit_log = Table(
     Column("path", Text, nullable=False),
     Column("body_sha256", String(64), nullable=False),
     Column("status", Integer, nullable=False),
+    # Capped, secrets redacted (ledgerq.api.audit_bodies).
+    Column("request_body", Text),
+    Column("response_body", Text),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("events", ARRAY(Text), nullable=False),
+    # Readable by the webhook process only (the API's role has no SELECT on it: migration 0009).
+    Column("secret", Text, nullable=False),
+    # The creating key's prefix: the endpoint gets only events of those accounts, as that key sees them.
+    Column("prefix", Text, nullable=False, server_default=""),
+    Column("created_by", String(32)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", DateTime(timezone=True)),
+    # The last event id deliveries were made for.
+    Column("fanout_cursor", BigInteger, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("webhook_id", String(40), ForeignKey("webhooks.id"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("events.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # A webhook process's lease on the attempt in hand (longer than an attempt can take).
+    Column("claimed_until", DateTime(timezone=True)),
+    Column("claim_token", String(32)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    UniqueConstraint("webhook_id", "event_id", name="webhook_deliveries_once"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("delivery_id", BigInteger, ForeignKey("webhook_deliveries.id"), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer),
+    Column("response_excerpt", Text),
+    PrimaryKeyConstraint("delivery_id", "n", name="webhook_attempts_pkey"),
+)
+
+reconciliations = Table(
+    "reconciliations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("key_id", String(32)),
+    Column("prefix", Text, nullable=False, server_default=""),
+    Column("account_id", String(160)),
+    Column("since", DateTime(timezone=True)),
+    Column("until", DateTime(timezone=True)),
+    Column("source", Text, nullable=False),  # 'api' or 'cli'
+    Column("summary", JSONB, nullable=False),
+)
+
+RECONCILIATION_STATUSES = ("matched", "mismatched", "unmatched_external", "unmatched_ledger")
+
+reconciliation_items = Table(
+    "reconciliation_items",
+    metadata,
+    Column("reconciliation_id", String(40), ForeignKey("reconciliations.id"), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("external_id", Text),
+    Column("reference", Text),
+    Column("command_id", String(300)),
+    Column("external_amount", BigInteger),
+    Column("external_currency", String(3)),
+    Column("ledger_amount", BigInteger),
+    Column("ledger_currency", String(3)),
+    Column("date", Text),
+    PrimaryKeyConstraint("reconciliation_id", "n", name="reconciliation_items_pkey"),
 )

@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     # Where a worker's `--metrics-port` listens; 0.0.0.0 in a container so Prometheus can reach it.
     metrics_host: str = "127.0.0.1"
 
+    # Audit: the most bytes of a request or response body kept per call (0: keep none).
+    audit_body_bytes: int = Field(default=8_192, ge=0, le=1_048_576)
+
+    # Webhooks. Which targets deliveries may go to: `*` is any public address; a private, loopback
+    # or link-local one only if its name, address or network (CIDR) is listed ("*,localhost,10.0.0.0/8").
+    webhook_allow_hosts: str = "*"
+    # One attempt's whole budget (connect, send, answer); an answer body is read up to 64 KiB.
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Retries: exponential from `webhook_backoff_s` (doubling, capped, jittered) until one of the bounds.
+    webhook_max_attempts: int = Field(default=12, ge=1, le=100)
+    webhook_max_age_s: float = Field(default=3 * 86_400, gt=0)
+    webhook_backoff_s: float = Field(default=2.0, gt=0, le=3_600)
+    webhook_backoff_s_max: float = Field(default=3_600.0, gt=0)
+    webhook_poll_s: float = Field(default=0.25, gt=0, le=60)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+
     @field_validator("signing_key")
     @classmethod
     def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:

@@ -1,0 +1,1 @@
+"""`ledgerq webhooks`: deliver the events outbox to webhook endpoints, at least once, signed."""

@@ -1,0 +1,90 @@
+"""The delivery loop: fan out, claim what is due up to the free slots, send in a thread pool, record.
+
+A SIGTERM stops claiming and lets the attempts in hand finish (each bounded by the timeout).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from ledgerq.shared.settings import Settings
+from ledgerq.webhooks.send import Sender
+from ledgerq.webhooks.store import Attempt, RetryPolicy, claim, fan_out, record
+
+log = logging.getLogger("ledgerq.webhooks")
+
+LEASE_GRACE_S = 5.0
+
+
+def lease_s(timeout_s: float) -> float:
+    """Longer than an attempt can take: connect, send and the first read are each bounded by the
+    timeout and the answer's body by the deadline, so 3 × timeout plus a grace for recording."""
+    return 3 * timeout_s + LEASE_GRACE_S
+
+
+class WebhookProcess:
+    def __init__(self, settings: Settings, engine: Engine, sender: Sender) -> None:
+        self.engine = engine
+        self.sender = sender
+        self.concurrency = settings.webhook_concurrency
+        self.poll_s = settings.webhook_poll_s
+        self.lease_s = lease_s(settings.webhook_timeout_s)
+        self.backoff_s_max = settings.backoff_s_max
+        self.policy = RetryPolicy(
+            attempts_max=settings.webhook_max_attempts,
+            age_s_max=settings.webhook_max_age_s,
+            backoff_s=settings.webhook_backoff_s,
+            backoff_s_max=settings.webhook_backoff_s_max,
+        )
+        self.token = secrets.token_hex(16)  # this process's claims
+        self.rng = random.Random()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        in_hand: set[Future[None]] = set()
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="ledgerq-webhook") as pool:
+            while not self.stop.is_set():
+                try:
+                    attempts = self._round(self.concurrency - len(in_hand))
+                except OperationalError as exc:  # Postgres away: wait, nothing is lost (leases lapse)
+                    log.warning("webhooks: database unavailable: %s", exc.orig)
+                    self.stop.wait(self.backoff_s_max)
+                    continue
+                in_hand |= {pool.submit(self._deliver, a) for a in attempts}
+                if attempts and len(in_hand) < self.concurrency:
+                    continue  # more may be due
+                done, in_hand = wait(in_hand, timeout=self.poll_s, return_when=FIRST_COMPLETED) if in_hand else (
+                    set(), in_hand)
+                if not in_hand and not done:
+                    self.stop.wait(self.poll_s)
+            wait(in_hand)
+
+    def _round(self, free: int) -> list[Attempt]:
+        with self.engine.begin() as conn:
+            fan_out(conn)
+        if free <= 0:
+            return []
+        with self.engine.begin() as conn:
+            return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max)
+
+    def _deliver(self, attempt: Attempt) -> None:
+        outcome = self.sender.send(attempt)
+        try:
+            with self.engine.begin() as conn:
+                status = record(conn, attempt, outcome, self.token, self.policy, datetime.now(UTC), self.rng)
+        except OperationalError as exc:  # unrecorded: the lease lapses and the attempt is made again
+            log.warning("webhooks: could not record delivery %s: %s", attempt.delivery_id, exc.orig)
+            return
+        if status != "delivered":
+            log.info(
+                "webhook delivery %s of event %s attempt %d: %s (%s)",
+                attempt.delivery_id, attempt.event["id"], attempt.n, status, outcome.error,
+            )
