@@ -66,6 +66,8 @@ def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
         lease_ttl_ms=2000,
         backoff_s_max=0.5,
         signing_key=SIGNING_KEY,
+        # The tests' webhook receivers listen on loopback.
+        webhook_allow_hosts="*,127.0.0.1,::1",
     )
     migrate(s)
     engine = make_engine(s, pool_size=1)

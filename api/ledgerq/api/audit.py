@@ -1,5 +1,7 @@
 """The audit log (seed 003): every mutating API call recorded in Postgres, whoever made it and however
-it ended: time, key id, client address, request id, method, path, SHA-256 of the body, status.
+it ended: time, key id, client address, request id, method, path, SHA-256 of the body, status, and
+the request and response bodies (capped at LEDGERQ_AUDIT_BODY_BYTES, secrets redacted: see
+`kept_body`). Headers are never kept, so neither is `Authorization`.
 
 A pure ASGI middleware, so it sees the body as sent and the status as answered, including refusals
 that never reach a route (401, 413, 422). Each request gets an `X-Request-Id` (the client's, if it
@@ -8,6 +10,7 @@ sent a well-formed one) echoed in the response.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,12 +51,16 @@ class AuditMiddleware:
         body, replay = await _buffer(receive)
         status = 500
         echoed = (b"x-request-id", request_id.encode())
+        cap = _body_cap(scope)
+        answer = bytearray()
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append(echoed)
+            elif message["type"] == "http.response.body" and len(answer) <= cap:
+                answer.extend(message.get("body", b"")[: cap + 1 - len(answer)])
             await send(message)
 
         try:
@@ -69,8 +76,48 @@ class AuditMiddleware:
                 "path": scope["path"][:2000].replace("\x00", ""),  # no NUL in text: it would fail the round
                 "body_sha256": hashlib.sha256(body).hexdigest(),
                 "status": status,
+                "request_body": kept_body(body, cap, _bearer(headers)),
+                "response_body": kept_body(bytes(answer), cap, _bearer(headers)),
             }
             await _record(app_state, row)
+
+
+REDACTED_FIELDS = frozenset({"secret", "password", "api_key", "token"})
+"""JSON fields whose values are never kept: a webhook's creation answers with its signing secret."""
+REDACTED = "[redacted]"
+
+
+def kept_body(body: bytes, cap: int, bearer: bytes) -> str | None:
+    """What the audit row keeps of a body: text up to `cap` bytes, a JSON body's secret fields and the
+    caller's own key (wherever it appears) replaced by "[redacted]"; None when bodies are not kept."""
+    if cap <= 0 or not body:
+        return None if cap <= 0 else ""
+    if bearer and bearer in body:
+        body = body.replace(bearer, REDACTED.encode())
+    if any(f'"{name}"'.encode() in body for name in REDACTED_FIELDS):  # parse only when it may matter
+        # Not JSON (or cut short by the client): kept as sent, capped below.
+        with contextlib.suppress(ValueError, RecursionError):
+            body = json.dumps(_redact(json.loads(body)), separators=(",", ":")).encode()
+    kept = body[:cap].decode("utf-8", "replace").replace("\x00", "")
+    return kept if len(body) <= cap else f"{kept}…[{len(body) - cap} more bytes not kept]"
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: REDACTED if k in REDACTED_FIELDS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _bearer(headers: dict[bytes, bytes]) -> bytes:
+    scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and len(token.strip()) >= 8 else b""
+
+
+def _body_cap(scope: Scope) -> int:
+    ctx = getattr(scope["app"].state, "ctx", None)
+    return ctx.settings.audit_body_bytes if ctx is not None else 0
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:
@@ -115,10 +162,12 @@ async def _record(app_state: Any, row: dict[str, Any]) -> None:
 
 _INSERT_ROWS = text(
     """
-    INSERT INTO audit_log (key_id, client_addr, request_id, method, path, body_sha256, status)
-    SELECT key_id, client_addr, request_id, method, path, body_sha256, status
+    INSERT INTO audit_log (key_id, client_addr, request_id, method, path, body_sha256, status, request_body,
+                           response_body)
+    SELECT key_id, client_addr, request_id, method, path, body_sha256, status, request_body, response_body
       FROM json_to_recordset(CAST(:rows AS json)) AS v(
-           key_id text, client_addr text, request_id text, method text, path text, body_sha256 text, status int)
+           key_id text, client_addr text, request_id text, method text, path text, body_sha256 text, status int,
+           request_body text, response_body text)
     """
 )
 
@@ -136,3 +185,9 @@ def audit_page(engine: Engine, after_id: int, limit: int) -> dict[str, Any]:
         rows = conn.execute(select(audit_log).where(audit_log.c.id > after_id).order_by(audit_log.c.id).limit(limit))
         found = [dict(r._mapping) for r in rows]
     return {"entries": found, "next_after_id": found[-1]["id"] if len(found) == limit else None}
+
+
+def audit_entry(engine: Engine, entry_id: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(audit_log).where(audit_log.c.id == entry_id)).one_or_none()
+    return dict(row._mapping) if row else None

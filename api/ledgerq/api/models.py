@@ -154,6 +154,7 @@ class WebhooksOut(BaseModel):
 
 class AttemptOut(BaseModel):
     n: int
+    made_by: str  # the webhook process (host:pid)
     started_at: datetime
     finished_at: datetime | None  # none: under way, or its process died (the lease lets another retry)
     status_code: int | None
@@ -175,3 +176,10 @@ class DeliveryOut(BaseModel):
 class DeliveriesOut(BaseModel):
     deliveries: list[DeliveryOut]
     next_after_id: int | None
+
+
+class AccountsOut(BaseModel):
+    """A page of accounts by id (`GET /v1/accounts?prefix=`): resume from `next_after_id` (null on the last page)."""
+
+    accounts: list[AccountOut]
+    next_after_id: str | None

@@ -4,7 +4,7 @@ deliveries with every attempt. The webhook process (ledgerq.webhooks) does the d
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
@@ -16,6 +16,8 @@ from ledgerq.shared.schema import EVENT_TYPES
 from ledgerq.shared.webhook_targets import AllowList, TargetRefused, check_target
 
 EventType = Literal["command.applied", "command.rejected", "command.failed", "hold.expired"]
+ALL_EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+assert ALL_EVENT_TYPES == EVENT_TYPES  # one list of types: the table's CHECK is built from EVENT_TYPES
 
 
 class NewWebhook(BaseModel):
@@ -23,8 +25,8 @@ class NewWebhook(BaseModel):
 
     url: Annotated[str, Field(min_length=1, max_length=2_048)]
     # Omitted: every type.
-    events: Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))] = Field(
-        default_factory=lambda: list(EVENT_TYPES)
+    events: Annotated[list[EventType], Field(min_length=1, max_length=len(ALL_EVENT_TYPES))] = Field(
+        default_factory=lambda: list(ALL_EVENT_TYPES)
     )
 
 
@@ -48,13 +50,14 @@ _DELETE = text(
 )
 # Waits for a fan-out or claim holding these rows, so no delivery made before the delete stays pending.
 _CANCEL = text(
-    "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now() WHERE webhook_id = :id AND status = 'pending'"
+    "UPDATE webhook_deliveries SET status = 'cancelled', finished_at = now()"
+    " WHERE webhook_id = :id AND status = 'pending'"
 )
 _DELIVERIES = text(
     """
     SELECT d.id, d.event_id, e.type AS event_type, d.status, d.next_attempt_at, d.created_at, d.finished_at,
            coalesce((SELECT json_agg(json_build_object(
-                        'n', a.n, 'started_at', a.started_at, 'finished_at', a.finished_at,
+                        'n', a.n, 'made_by', a.made_by, 'started_at', a.started_at, 'finished_at', a.finished_at,
                         'status_code', a.status_code, 'error', a.error, 'duration_ms', a.duration_ms)
                         ORDER BY a.n)
                        FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]') AS attempts

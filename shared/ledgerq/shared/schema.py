@@ -51,7 +51,6 @@ class XID8(UserDefinedType[int]):
         return "xid8"
 
 
-
 class CommandStatus(StrEnum):
     """A command's status (as RQ's `JobStatus`). Postgres stores the first four; `started` is shown
     while the command's job is in its partition's in-flight list, read from Redis."""
@@ -294,6 +293,7 @@ webhook_attempts = Table(
     metadata,
     Column("delivery_id", BigInteger, ForeignKey("webhook_deliveries.id"), nullable=False),
     Column("n", Integer, nullable=False),
+    Column("made_by", Text, nullable=False),  # the webhook process: host:pid
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     Column("finished_at", DateTime(timezone=True)),
     Column("status_code", Integer),

@@ -6,8 +6,10 @@ A SIGTERM stops claiming and lets the attempts in hand finish (each bounded by t
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
+import socket
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ LEASE_GRACE_S = 5.0
 
 def lease_s(timeout_s: float) -> float:
     """Longer than an attempt can take: connect, send and the first read are each bounded by the
-    timeout and the answer's body by the deadline, so 3 × timeout plus a grace for recording."""
+    timeout and the answer's body by the deadline, so 3 x timeout plus a grace for recording."""
     return 3 * timeout_s + LEASE_GRACE_S
 
 
@@ -45,6 +47,7 @@ class WebhookProcess:
             backoff_s_max=settings.webhook_backoff_s_max,
         )
         self.token = secrets.token_hex(16)  # this process's claims
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.rng = random.Random()
         self.stop = threading.Event()
 
@@ -61,8 +64,9 @@ class WebhookProcess:
                 in_hand |= {pool.submit(self._deliver, a) for a in attempts}
                 if attempts and len(in_hand) < self.concurrency:
                     continue  # more may be due
-                done, in_hand = wait(in_hand, timeout=self.poll_s, return_when=FIRST_COMPLETED) if in_hand else (
-                    set(), in_hand)
+                done, in_hand = (
+                    wait(in_hand, timeout=self.poll_s, return_when=FIRST_COMPLETED) if in_hand else (set(), in_hand)
+                )
                 if not in_hand and not done:
                     self.stop.wait(self.poll_s)
             wait(in_hand)
@@ -73,7 +77,7 @@ class WebhookProcess:
         if free <= 0:
             return []
         with self.engine.begin() as conn:
-            return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max)
+            return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max, self.name)
 
     def _deliver(self, attempt: Attempt) -> None:
         outcome = self.sender.send(attempt)
@@ -86,5 +90,9 @@ class WebhookProcess:
         if status != "delivered":
             log.info(
                 "webhook delivery %s of event %s attempt %d: %s (%s)",
-                attempt.delivery_id, attempt.event["id"], attempt.n, status, outcome.error,
+                attempt.delivery_id,
+                attempt.event["id"],
+                attempt.n,
+                status,
+                outcome.error,
             )

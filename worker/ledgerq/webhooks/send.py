@@ -86,7 +86,7 @@ class Sender:
             response.close()
         if time.monotonic() > deadline and not 200 <= response.status_code < 300:
             return Outcome(response.status_code, "answer body exceeded the timeout", _ms_since(started), "")
-        excerpt = bytes(answer[:EXCERPT_CHARS * 4]).decode("utf-8", "replace")[:EXCERPT_CHARS].replace("\x00", "")
+        excerpt = bytes(answer[: EXCERPT_CHARS * 4]).decode("utf-8", "replace")[:EXCERPT_CHARS].replace("\x00", "")
         error = None if 200 <= response.status_code < 300 else f"answered {response.status_code}"
         return Outcome(response.status_code, error, _ms_since(started), excerpt)
 

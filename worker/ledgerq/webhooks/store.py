@@ -70,7 +70,7 @@ _CLAIM = text(
           FROM due WHERE d.id = due.id
         RETURNING d.id, d.webhook_id, d.event_id, d.attempts, d.created_at
     ), started AS (
-        INSERT INTO webhook_attempts (delivery_id, n) SELECT id, attempts FROM claimed
+        INSERT INTO webhook_attempts (delivery_id, n, made_by) SELECT id, attempts, :made_by FROM claimed
     )
     SELECT c.id AS delivery_id, c.attempts AS n, c.created_at AS delivery_created_at, w.url, w.secret, w.prefix,
            e.id, e.type, e.command_id, e.accounts, e.at, e.data
@@ -128,7 +128,7 @@ class RetryPolicy:
 
     def retry_in_s(self, n: int, rng: random.Random) -> float:
         """After attempt `n` failed: exponential, capped, with half of it jittered (no thundering herd)."""
-        delay = min(self.backoff_s_max, self.backoff_s * 2 ** min(n - 1, 60))
+        delay = min(self.backoff_s_max, self.backoff_s * 2.0 ** min(n - 1, 60))
         return delay / 2 + rng.random() * delay / 2
 
 
@@ -150,9 +150,10 @@ def fan_out(conn: Connection) -> int:
     return made
 
 
-def claim(conn: Connection, n: int, token: str, lease_s: float, attempts_max: int) -> list[Attempt]:
+def claim(conn: Connection, n: int, token: str, lease_s: float, attempts_max: int, made_by: str) -> list[Attempt]:
     conn.execute(_GIVE_UP_ORPHANS, {"attempts_max": attempts_max})
-    rows = conn.execute(_CLAIM, {"n": n, "token": token, "lease_s": lease_s, "attempts_max": attempts_max}).all()
+    params = {"n": n, "token": token, "lease_s": lease_s, "attempts_max": attempts_max, "made_by": made_by}
+    rows = conn.execute(_CLAIM, params).all()
     return [
         Attempt(
             delivery_id=r.delivery_id,
@@ -161,8 +162,14 @@ def claim(conn: Connection, n: int, token: str, lease_s: float, attempts_max: in
             url=r.url,
             secret=r.secret,
             event=shown_event(
-                {"id": r.id, "type": r.type, "command_id": r.command_id, "accounts": r.accounts, "at": r.at,
-                 "data": r.data},
+                {
+                    "id": r.id,
+                    "type": r.type,
+                    "command_id": r.command_id,
+                    "accounts": r.accounts,
+                    "at": r.at,
+                    "data": r.data,
+                },
                 r.prefix,
             ),
         )
@@ -171,7 +178,12 @@ def claim(conn: Connection, n: int, token: str, lease_s: float, attempts_max: in
 
 
 def record(
-    conn: Connection, attempt: Attempt, outcome: Outcome, token: str, policy: RetryPolicy, now: datetime,
+    conn: Connection,
+    attempt: Attempt,
+    outcome: Outcome,
+    token: str,
+    policy: RetryPolicy,
+    now: datetime,
     rng: random.Random,
 ) -> str:
     """Write the attempt's result and what becomes of the delivery: the delivery's new status."""

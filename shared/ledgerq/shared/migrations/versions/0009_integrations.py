@@ -63,6 +63,7 @@ CREATE INDEX webhook_deliveries_of_webhook ON webhook_deliveries (webhook_id, id
 CREATE TABLE webhook_attempts (
     delivery_id bigint NOT NULL REFERENCES webhook_deliveries (id),
     n integer NOT NULL,
+    made_by text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     finished_at timestamptz,
     status_code integer,
