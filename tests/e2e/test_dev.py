@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
 import socket
 import stat
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Protocol
 
@@ -111,6 +115,19 @@ def start_dev(tmp_path: Path) -> Iterator[StartDev]:
             dev.process.wait(timeout=STOP_TIMEOUT_S)
 
 
+def _recording(received: list[bytes]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+    return Handler
+
+
 def run_ledgerq(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ledgerq", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -126,6 +143,14 @@ def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path, start_dev:
     assert dev.line("redis").endswith("appendfsync always: durable)")
     assert "temporary" in dev.line("data")
     url, auth = dev.url, dev.auth
+    # A webhook to a receiver on this machine: `ledgerq dev` allows loopback targets and runs the deliveries.
+    received: list[bytes] = []
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _recording(received))
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    hook = httpx.post(
+        f"{url}/v1/webhooks", headers=auth, json={"url": f"http://localhost:{receiver.server_address[1]}/hook"}
+    )
+    assert hook.status_code == 201, hook.text
     assert httpx.post(f"{url}/v1/accounts", headers=auth, json={"id": "alice", "currency": "USD"}).status_code == 201
     sent = httpx.post(
         f"{url}/v1/commands",
@@ -136,6 +161,11 @@ def test_dev_runs_the_whole_system_as_the_readme_says(tmp_path: Path, start_dev:
     status = httpx.get(f"{url}/v1/commands/dep-1", params={"wait": 10}, headers=auth, timeout=15).json()
     assert status["status"] == "applied"
     assert httpx.get(f"{url}/v1/accounts/alice", headers=auth).json()["balance"] == 10000
+    deadline = time.monotonic() + 30
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [json.loads(body)["command_id"] for body in received] == ["dep-1"]
+    receiver.shutdown()
     ready = httpx.get(f"{url}/readyz").json()
     assert ready["checks"]["redis"]["durable"] is True
     assert ready["checks"]["partitions"]["owned"] == 4

@@ -1,7 +1,8 @@
 """docker-compose.yml's services, run for real without Docker: each service's own command, environment
 and healthcheck, with the compose host names (postgres, redis) and ports mapped to this machine.
 Postgres gets the roles from shared/deploy/postgres-init.sh, Redis runs with the compose flags, then
-migrate, the API, two workers (claim mode) and the optional rq-dashboard; money moves end to end."""
+migrate, the API, two workers (claim mode), the webhook deliveries and the optional rq-dashboard; money
+moves end to end and its events reach a webhook, each process under its own role."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +180,8 @@ def test_the_compose_stack_runs_for_real(stack: tuple[Stack, PostgresServer]) ->
     ).stdout.strip()
 
     api_ports = {"8000": str(s.api_port)}
-    api_env = s.env("api")
+    # The receiver of this test is on loopback, which the compose default ("*": public only) refuses.
+    api_env = s.env("api", LEDGERQ_WEBHOOK_ALLOW_HOSTS="127.0.0.1")
     assert api_env["LEDGERQ_DATABASE_URL"].startswith("postgresql://ledgerq_api_login:")
     s.start([*s.command("api", api_ports)[:-3], "127.0.0.1", "--port", str(s.api_port)], api_env, "api.log")
     s.healthy("api", api_env, {"127.0.0.1:8000": f"127.0.0.1:{s.api_port}"})
@@ -193,6 +197,29 @@ def test_the_compose_stack_runs_for_real(stack: tuple[Stack, PostgresServer]) ->
     http = httpx.Client(
         base_url=f"http://127.0.0.1:{s.api_port}", headers={"Authorization": f"Bearer {key}"}, timeout=40
     )
+    # A webhook made by the API's role, delivered by the webhooks service as ledgerq_worker.
+    received: list[str] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(self.headers["Ledgerq-Event-Id"])
+            self.send_response(204)
+            self.end_headers()
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    made = http.post("/v1/webhooks", json={"url": f"http://127.0.0.1:{receiver.server_address[1]}/hook"})
+    assert made.status_code == 201, made.text
+    hooks_port = str(free_port())
+    hooks_env = s.env("webhooks", LEDGERQ_METRICS_PORT=hooks_port, LEDGERQ_WEBHOOK_ALLOW_HOSTS="127.0.0.1")
+    assert hooks_env["LEDGERQ_DATABASE_URL"].startswith("postgresql://ledgerq_worker_login:")
+    s.start(s.command("webhooks"), hooks_env, "webhooks.log")
+    s.healthy("webhooks", hooks_env, {"9600": hooks_port})
+
     alice, bob = uid("alice"), uid("bob")
     for account in (alice, bob):
         assert http.post("/v1/accounts", json={"id": account, "currency": "EUR"}).status_code == 201
@@ -219,6 +246,11 @@ def test_the_compose_stack_runs_for_real(stack: tuple[Stack, PostgresServer]) ->
             break
         time.sleep(0.1)
     assert shares == [2, 2], owners
+    deadline = time.monotonic() + 60
+    while len(set(received)) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(set(received)) == len(ids), (received, (s.root / "webhooks.log").read_text()[-2000:])
+    receiver.shutdown()
 
     # The optional dashboard: refuses to start without a password, then serves behind basic auth.
     assert s.services["rq-dashboard"]["ports"] == ["127.0.0.1:9181:9181"]

@@ -1,5 +1,6 @@
-"""The shipped supervisord config, run for real: it starts the API and one worker per partition; a
-worker killed with SIGKILL is replaced and nothing is lost; a shutdown releases every lease."""
+"""The shipped supervisord config, run for real: it starts the API, one worker per partition and the
+webhook deliveries; a worker killed with SIGKILL is replaced and nothing is lost; a shutdown
+releases every lease."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Supervisor:
             # Until supervisord's socket is up, `status` prints an error line, not states.
             rows = [line.split()[:2] for line in self.ctl("status").splitlines()]
             states = dict(row for row in rows if len(row) == 2)
-            if len(states) == PARTITIONS + 1 and set(states.values()) == {"RUNNING"} and self.api_answers():
+            if len(states) == PARTITIONS + 2 and set(states.values()) == {"RUNNING"} and self.api_answers():
                 return states
             time.sleep(0.2)
         raise AssertionError(f"not all RUNNING and answering: {self.ctl('status')}")

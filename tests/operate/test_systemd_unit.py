@@ -1,5 +1,6 @@
-"""The shipped systemd template unit: systemd itself checks it, and its ExecStart, with the instance
-name filled in, serves that partition and exits 0 on the unit's KillSignal within TimeoutStopSec."""
+"""The shipped systemd units: systemd itself checks them; the worker template's ExecStart, with the
+instance name filled in, serves that partition, and each unit's process exits 0 on its KillSignal
+within TimeoutStopSec."""
 
 from __future__ import annotations
 
@@ -18,21 +19,24 @@ import pytest
 from tests.chaos.cluster import Cluster
 from tests.conftest import uid
 
-UNIT = Path(__file__).resolve().parents[2] / "shared" / "deploy" / "ledgerq-worker@.service"
+DEPLOY = Path(__file__).resolve().parents[2] / "shared" / "deploy"
+UNIT = DEPLOY / "ledgerq-worker@.service"
+WEBHOOKS_UNIT = DEPLOY / "ledgerq-webhooks.service"
 
 
-def service_section() -> configparser.SectionProxy:
+def service_section(unit: Path = UNIT) -> configparser.SectionProxy:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read(UNIT)
+    parser.read(unit)
     return parser["Service"]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    shutil.copy(UNIT, tmp_path / UNIT.name)
+@pytest.mark.parametrize(("unit", "instance"), [(UNIT, "ledgerq-worker@3.service"), (WEBHOOKS_UNIT, None)])
+def test_systemd_accepts_the_unit(tmp_path: Path, unit: Path, instance: str | None) -> None:
+    shutil.copy(unit, tmp_path / unit.name)
     checked = subprocess.run(
-        ["systemd-analyze", "verify", str(tmp_path / "ledgerq-worker@3.service")], capture_output=True, text=True
+        ["systemd-analyze", "verify", str(tmp_path / (instance or unit.name))], capture_output=True, text=True
     )
     # Warnings (a bad signal name, an unknown key) go to stderr with exit 0: both must be empty.
     assert checked.returncode == 0 and checked.stderr.strip() == "", checked.stderr
@@ -66,3 +70,17 @@ def test_the_units_exec_start_serves_its_partition_and_stops_on_its_kill_signal(
     print(f"stopped {time.monotonic() - started:.2f}s after {service['KillSignal']}")
     assert worker.stderr is not None
     assert "releasing leases" in worker.stderr.read()
+
+
+def test_the_webhooks_units_exec_start_runs_and_stops_on_its_kill_signal(cluster: Cluster) -> None:
+    service = service_section(WEBHOOKS_UNIT)
+    assert service["Restart"] == "always" and int(service["TimeoutStopSec"]) >= 30
+    command = service["ExecStart"].split()
+    assert command == ["/usr/bin/env", "ledgerq", "webhooks"]
+    env = {**cluster.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.update(dict(line.split("=", 1) for line in [service["Environment"]]))
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    assert "ledgerq webhooks: delivering" in process.stderr.readline()
+    process.send_signal(getattr(signal, service["KillSignal"]))
+    assert process.wait(timeout=int(service["TimeoutStopSec"])) == 0

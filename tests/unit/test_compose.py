@@ -38,7 +38,7 @@ def test_compose_commands_are_real_cli_commands() -> None:
         assert sub is not None, name
         sub.make_context(command[1], list(command[2:]))  # raises click.UsageError on a bad option
         ran.append(command[1])
-    assert sorted(set(ran)) == ["api", "init", "worker"]
+    assert sorted(set(ran)) == ["api", "init", "webhooks", "worker"]
 
 
 def test_compose_ships_durable_redis_claiming_workers_and_healthchecks() -> None:
@@ -50,7 +50,7 @@ def test_compose_ships_durable_redis_claiming_workers_and_healthchecks() -> None
     assert services["worker"]["command"] == ["ledgerq", "worker"] and services["worker"]["deploy"]["replicas"] >= 2
     assert services["worker"]["stop_signal"] == "SIGTERM"
     long_running = [n for n, s in services.items() if s.get("restart") != "no"]
-    assert sorted(long_running) == ["api", "postgres", "redis", "rq-dashboard", "worker"]
+    assert sorted(long_running) == ["api", "postgres", "redis", "rq-dashboard", "webhooks", "worker"]
     assert all(services[n]["healthcheck"]["test"] for n in long_running)
     # Optional dashboard: off unless asked for, published on localhost only, never without a password.
     dashboard = services["rq-dashboard"]
@@ -63,7 +63,7 @@ def test_compose_ships_durable_redis_claiming_workers_and_healthchecks() -> None
         for name, s in services.items()
         if "environment" in s and "LEDGERQ_DATABASE_URL" in s["environment"]
     }
-    assert users["api"] == "ledgerq_api_login" and users["worker"] == "ledgerq_worker_login"
+    assert users["api"] == "ledgerq_api_login" and users["worker"] == users["webhooks"] == "ledgerq_worker_login"
     assert users["migrate"] == "ledgerq"
     assert "--requirepass" in redis_cmd and all(
         "@redis:6379" in s["environment"]["LEDGERQ_REDIS_URL"]

@@ -1,11 +1,12 @@
-"""`ledgerq dev`: the whole system on private servers: PostgreSQL, Redis (AOF always), API, workers.
+"""`ledgerq dev`: the whole system on private servers: PostgreSQL, Redis (AOF always), API, workers,
+webhook deliveries (to public hosts and this machine's loopback).
 
 Its stdout carries only the ready line, first, then a few lines about what runs, so a
 script can read the first line; every log (its own, the migrations', the API's and the
 workers') goes to stderr, the servers' own logs to files in the data dir. Before the
 ready line it refuses, on stderr and with a non-zero exit, a port already taken (2) and a
 Redis that would not be durable (1). SIGINT or SIGTERM stops every process it started,
-in order: API, workers (each finishes its batch and releases its lease), Redis, PostgreSQL.
+in order: API, workers (each finishes its batch and releases its lease), webhooks, Redis, PostgreSQL.
 
 With `--data-dir DIR` everything is kept, the dev key and the signing key included
 (DIR/dev-secrets.json, mode 0600), so a restart prints the same key and the jobs queued
@@ -46,6 +47,7 @@ READY_TIMEOUT_S = 60.0
 KEY_NAME = "ledgerq dev"
 EXPORTED = ("LEDGERQ_DATABASE_URL", "LEDGERQ_REDIS_URL", "LEDGERQ_PARTITIONS", "LEDGERQ_SIGNING_KEY")
 SECRETS_FILE = "dev-secrets.json"
+DEV_WEBHOOK_HOSTS = "*,localhost,127.0.0.1,::1"
 STDERR_FD = 2
 KEY_LINE = "  key      admin scope (full access: keys, audit); make narrower ones with ledgerq keys create"
 
@@ -145,10 +147,13 @@ class _Dev:
             "LEDGERQ_REDIS_URL": self.redis.url,
             "LEDGERQ_PARTITIONS": str(partitions),
             "LEDGERQ_SIGNING_KEY": signing_key,
+            # On a laptop the receiver under test is local: loopback is allowed as well as public hosts.
+            "LEDGERQ_WEBHOOK_ALLOW_HOSTS": os.environ.get("LEDGERQ_WEBHOOK_ALLOW_HOSTS", DEV_WEBHOOK_HOSTS),
         }
         cli = [sys.executable, "-m", "ledgerq.ops.cli"]
         self.children.append(_spawn([*cli, "api", "--host", host, "--port", str(port)], self.env))
         self.children += [_spawn([*cli, "worker", "--partition", str(p)], self.env) for p in range(partitions)]
+        self.children.append(_spawn([*cli, "webhooks"], self.env))
         url = f"http://{host}:{port}"
         _wait_ready(url, key, self.children, self.stop)
         return url, key

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from ledgerq.shared.settings import Settings
+from ledgerq.webhooks.metrics import WebhookMetrics
 from ledgerq.webhooks.send import Sender
 from ledgerq.webhooks.store import Attempt, RetryPolicy, claim, fan_out, record
 
@@ -33,8 +34,11 @@ def lease_s(timeout_s: float) -> float:
 
 
 class WebhookProcess:
-    def __init__(self, settings: Settings, engine: Engine, sender: Sender) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, sender: Sender, metrics: WebhookMetrics | None = None
+    ) -> None:
         self.engine = engine
+        self.metrics = metrics or WebhookMetrics()
         self.sender = sender
         self.concurrency = settings.webhook_concurrency
         self.poll_s = settings.webhook_poll_s
@@ -80,13 +84,18 @@ class WebhookProcess:
             return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max, self.name)
 
     def _deliver(self, attempt: Attempt) -> None:
-        outcome = self.sender.send(attempt)
+        with self.metrics.in_flight.track_inprogress():
+            outcome = self.sender.send(attempt)
+        self.metrics.attempts.labels("delivered" if outcome.delivered else "failed").inc()
+        self.metrics.duration.observe(outcome.duration_ms / 1000)
         try:
             with self.engine.begin() as conn:
                 status = record(conn, attempt, outcome, self.token, self.policy, datetime.now(UTC), self.rng)
         except OperationalError as exc:  # unrecorded: the lease lapses and the attempt is made again
             log.warning("webhooks: could not record delivery %s: %s", attempt.delivery_id, exc.orig)
             return
+        if status != "pending":
+            self.metrics.settled.labels(status).inc()
         if status != "delivered":
             log.info(
                 "webhook delivery %s of event %s attempt %d: %s (%s)",
