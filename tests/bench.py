@@ -157,6 +157,7 @@ class Ledger:
     redis_url: str
     partitions: int
     accounts: list[str]
+    audit_body_bytes: int | None = None  # None: the default setting
 
     @property
     def env(self) -> dict[str, str]:
@@ -169,6 +170,7 @@ class Ledger:
             "LEDGERQ_LOG_LEVEL": "WARNING",
             "LEDGERQ_RATE_LIMIT": "1000000/second",  # the benchmark is one key; production keeps a limit
             "LEDGERQ_QUEUE_DEPTH_MAX": "10000000",
+            **({} if self.audit_body_bytes is None else {"LEDGERQ_AUDIT_BODY_BYTES": str(self.audit_body_bytes)}),
         }
 
     def settings(self) -> Any:
@@ -307,8 +309,11 @@ def wait_http(port: int) -> None:
     raise TimeoutError("ledgerq api did not start")
 
 
-def ledgerq_run(pg: Any, redis_url: str, n: int, hot: bool, partitions: int, door: str) -> dict[str, float]:
+def ledgerq_run(
+    pg: Any, redis_url: str, n: int, hot: bool, partitions: int, door: str, audit_body_bytes: int | None = None
+) -> dict[str, float]:
     ledger = fresh_ledger(pg, redis_url, hot, partitions)
+    ledger.audit_body_bytes = audit_body_bytes
     workers = ledger.start_workers(list(range(partitions)))
     redis = Redis.from_url(redis_url)
     try:
@@ -387,6 +392,13 @@ def main() -> None:
     parser.add_argument("--doors", nargs="*", default=["submit", "many", "http"], choices=["submit", "many", "http"])
     parser.add_argument("--shapes", nargs="*", default=["hot", "spread"], choices=["hot", "spread"])
     parser.add_argument("--queued", type=int, default=200_000, help="commands for the flat-memory run (0: skip)")
+    parser.add_argument(
+        "--audit-body-bytes",
+        type=int,
+        nargs="*",
+        default=[None],
+        help="run the http door once per value of LEDGERQ_AUDIT_BODY_BYTES (0: no bodies kept), to price the audit",
+    )
     args = parser.parse_args()
     from ledgerq.ops.embedded import PostgresServer, RedisServer
 
@@ -410,16 +422,21 @@ def main() -> None:
             print(
                 f"{'E  stock RQ SimpleWorker, ' + label:<44} {e:>8.0f} {'':>9} {'':>7} {'':>7} {'':>7} {e_calls:>9.1f}"
             )
-            for door in args.doors:
-                for partitions in args.partitions:
-                    r = ledgerq_run(pg, redis.url, args.commands, hot, partitions, door)
-                    what = f"ledgerq {door} P={partitions}, {label}"
-                    print(
-                        f"{what:<44} {r['per_s']:>8.0f} {r['accepted_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
-                        f"{r['p99_ms']:>7.1f} {r['rss_mb']:>7.0f} {r['redis_per_command']:>9.1f} "
-                        f"{r['round_size']:>6.1f} {r['per_s'] / b:>6.2f} {r['per_s'] / e:>6.1f}",
-                        flush=True,
-                    )
+            runs = [
+                (door, partitions, audit)
+                for door in args.doors
+                for partitions in args.partitions
+                for audit in (args.audit_body_bytes if door == "http" else [None])
+            ]
+            for door, partitions, audit in runs:
+                r = ledgerq_run(pg, redis.url, args.commands, hot, partitions, door, audit)
+                what = f"ledgerq {door} P={partitions}, {label}" + ("" if audit is None else f" audit={audit}")
+                print(
+                    f"{what:<44} {r['per_s']:>8.0f} {r['accepted_per_s']:>9.0f} {r['p50_ms']:>7.1f} "
+                    f"{r['p99_ms']:>7.1f} {r['rss_mb']:>7.0f} {r['redis_per_command']:>9.1f} "
+                    f"{r['round_size']:>6.1f} {r['per_s'] / b:>6.2f} {r['per_s'] / e:>6.1f}",
+                    flush=True,
+                )
         if args.queued:
             flat_memory(pg, redis.url, args.queued)
     finally:

@@ -7,6 +7,10 @@
         outcome = ledger.wait(accepted.id, timeout_s=10)
         held = ledger.hold("alice", 5_000, "USD", to_account_id="gateway")   # then capture or void it
         ledger.reverse(accepted.id)                                          # a refund of the whole
+        for event in ledger.events(after_id=last_seen):                      # pages, then long-polls
+            ...
+
+    event = verify_webhook(secret, request.headers, request.body)           # a webhook receiver's check
 
 It depends on httpx and tenacity only: no server code, no database or Redis driver.
 """
@@ -35,6 +39,7 @@ from ledgerq_client.errors import (
     UnknownHold,
     UnsupportedMediaType,
     ValidationFailed,
+    WebhookTargetRefused,
 )
 from ledgerq_client.models import (
     Accepted,
@@ -44,11 +49,14 @@ from ledgerq_client.models import (
     CommandError,
     CommandStatus,
     CommandType,
+    Event,
+    EventType,
     Hold,
     HoldsPage,
     HoldStatus,
     SubmitType,
 )
+from ledgerq_client.webhooks import WebhookSignatureError, sign_webhook, verify_webhook
 
 __all__ = [
     "Accepted",
@@ -63,6 +71,8 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "CurrencyMismatch",
+    "Event",
+    "EventType",
     "Forbidden",
     "Hold",
     "HoldStatus",
@@ -87,5 +97,9 @@ __all__ = [
     "UnknownHold",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "WebhookSignatureError",
+    "WebhookTargetRefused",
     "new_command_id",
+    "sign_webhook",
+    "verify_webhook",
 ]

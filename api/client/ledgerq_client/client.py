@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -41,6 +41,7 @@ from ledgerq_client.models import (
     Balance,
     Command,
     CommandType,
+    Event,
     Hold,
     HoldsPage,
     HoldStatus,
@@ -130,6 +131,23 @@ def balance_params(seq: int | None, at: datetime | None) -> dict[str, Any]:
 def holds_params(status: HoldStatus | None, after_id: str | None, limit: int) -> dict[str, Any]:
     """The listing's query; httpx would send a None as an empty value, so those are left out."""
     return {k: v for k, v in {"status": status, "after_id": after_id, "limit": limit}.items() if v is not None}
+
+
+def events_wait_s(wait_s: float | None, follow: bool, policy: RetryPolicy) -> float:
+    """How long each events request may wait for a new event: yours, else the API's bound when following
+    (a long-poll, no busy loop) and none when reading only up to now."""
+    return (policy.poll_s_max if follow else 0.0) if wait_s is None else wait_s
+
+
+def events_params(after_id: int, limit: int, wait_s: float) -> dict[str, Any]:
+    return {"after_id": after_id, "limit": limit, "wait": wait_s}
+
+
+def events_page(body: dict[str, Any], after_id: int) -> tuple[list[Event], int, int]:
+    """(the page's events past `after_id`, where to resume, how many the API sent). The filter is a guard:
+    resuming from `next_after_id` never repeats an event, and this keeps it so whatever is answered."""
+    fresh = [e for e in map(Event.from_json, body["events"]) if e.id > after_id]
+    return fresh, max(after_id, int(body["next_after_id"]), *(e.id for e in fresh)), len(body["events"])
 
 
 def retryable(exc: BaseException) -> bool:
@@ -372,6 +390,25 @@ class LedgerqClient(_CommandCalls[Accepted]):
         params = holds_params(status, after_id, limit)
         return HoldsPage.from_json(self._request("GET", f"/v1/accounts/{account_id}/holds", params=params).json())
 
+    def events(
+        self, after_id: int = 0, *, wait_s: float | None = None, limit: int = 100, follow: bool = True
+    ) -> Iterator[Event]:
+        """Every event after `after_id`, in id order, each once: pages of up to `limit` (1..1000) from
+        `GET /v1/events`, resuming from each page's `next_after_id`. With `follow` (the default) it never
+        ends: when caught up, each request long-polls up to `wait_s` (`RetryPolicy.poll_s_max` if None)
+        for the next event; stop it with `break`. `follow=False` ends once caught up (waiting `wait_s`,
+        0 if None, for more). To resume after a restart, keep the last `event.id` you handled and pass it
+        as `after_id`. A failure past the `RetryPolicy` bounds raises; resume the same way."""
+        cursor = after_id
+        poll_s = events_wait_s(wait_s, follow, self.retry)
+        while True:
+            params = events_params(cursor, limit, poll_s)
+            response = self._request("GET", "/v1/events", params=params, timeout=self.timeout_s + poll_s)
+            page, cursor, sent = events_page(response.json(), cursor)
+            yield from page
+            if not follow and sent < limit:
+                return
+
 
 class AsyncLedgerqClient(_CommandCalls[Coroutine[Any, Any, Accepted]]):
     """`LedgerqClient` for asyncio code (FastAPI, Starlette, aiohttp): the same calls, awaited."""
@@ -449,3 +486,18 @@ class AsyncLedgerqClient(_CommandCalls[Coroutine[Any, Any, Accepted]]):
             "GET", f"/v1/accounts/{account_id}/holds", params=holds_params(status, after_id, limit)
         )
         return HoldsPage.from_json(response.json())
+
+    async def events(
+        self, after_id: int = 0, *, wait_s: float | None = None, limit: int = 100, follow: bool = True
+    ) -> AsyncIterator[Event]:
+        """`LedgerqClient.events`, as an async generator: `async for event in ledger.events(after_id):`."""
+        cursor = after_id
+        poll_s = events_wait_s(wait_s, follow, self.retry)
+        while True:
+            params = events_params(cursor, limit, poll_s)
+            response = await self._request("GET", "/v1/events", params=params, timeout=self.timeout_s + poll_s)
+            page, cursor, sent = events_page(response.json(), cursor)
+            for event in page:
+                yield event
+            if not follow and sent < limit:
+                return

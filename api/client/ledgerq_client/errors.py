@@ -90,6 +90,12 @@ class UnknownCommand(RequestError):
     code = "unknown_command"
 
 
+class WebhookTargetRefused(RequestError):
+    """A webhook URL of the wrong shape, or a host whose addresses the allow list refuses: 422."""
+
+    code = "webhook_target_refused"
+
+
 class InvalidJson(RequestError):
     code = "invalid_json"
 

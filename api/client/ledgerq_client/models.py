@@ -13,6 +13,8 @@ SubmitType = Literal["deposit", "withdraw", "transfer", "hold"]
 and `reversal` have calls of their own)."""
 CommandStatus = Literal["queued", "started", "applied", "rejected", "failed"]
 HoldStatus = Literal["pending", "captured", "voided", "expired"]
+EventType = Literal["command.applied", "command.rejected", "command.failed", "hold.expired"]
+"""Every event's `type` today; `Event.type` is a plain `str` so a newer server's types still parse."""
 FINAL_STATUSES: frozenset[str] = frozenset({"applied", "rejected", "failed"})
 
 
@@ -153,3 +155,27 @@ class HoldsPage:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> HoldsPage:
         return cls([Hold.from_json(h) for h in body["holds"]], body.get("next_after_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One final outcome from the events outbox (`GET /v1/events`, or a webhook's body). `id` orders the
+    events and is where a reader resumes (`after_id=event.id`); a receiver dedupes on it."""
+
+    id: int
+    type: str
+    command_id: str
+    accounts: list[str]
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)  # {"type", "status", "partition", "result"?, "error"?}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Event:
+        return cls(
+            id=int(body["id"]),
+            type=str(body["type"]),
+            command_id=str(body["command_id"]),
+            accounts=[str(a) for a in body.get("accounts") or ()],
+            at=datetime.fromisoformat(str(body["at"])),
+            data=dict(body.get("data") or {}),
+        )

@@ -10,7 +10,7 @@ Same validation, claim and enqueue as the HTTP API, without HTTP:
 
 `InProcessClient` wraps it in every call of the HTTP client (`ledgerq_client.LedgerqClient`) by
 the same names and arguments; it answers with the server's models (`Submitted`, `CommandOut`,
-`AccountOut`, `HoldOut`, `HoldsOut`) and raises the server's `ledgerq.shared.errors` (same class
+`AccountOut`, `HoldOut`, `HoldsOut`, `EventOut`) and raises the server's `ledgerq.shared.errors` (same class
 names and codes as the client's), since the server does not depend on the client distribution. Its
 `status` reads Redis too (for `started`), as the HTTP route does.
 """
@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
 from ledgerq.api.accounts import NEW_ACCOUNT, balance_as_of, create_account, get_account
 from ledgerq.api.body import validate
 from ledgerq.api.context import Context
+from ledgerq.api.events import events_page
 from ledgerq.api.holds import hold_view, holds_page
-from ledgerq.api.models import AccountOut, BalanceOut, CommandOut, HoldOut, HoldsOut
+from ledgerq.api.models import AccountOut, BalanceOut, CommandOut, EventOut, HoldOut, HoldsOut
 from ledgerq.api.reads import Poll, command_view
 from ledgerq.api.submit import Outcome, Submitted, submit, submit_many
 from ledgerq.shared.commands import COMMAND_ADAPTER, PAGE_LIMIT_MAX
@@ -260,6 +262,35 @@ class InProcessClient:
         if not 1 <= limit <= PAGE_LIMIT_MAX:
             raise InvalidRequest(f"limit must be 1..{PAGE_LIMIT_MAX}, not {limit}")
         return HoldsOut.model_validate(holds_page(self.ledger.ctx, account_id, status, after_id or "", limit))
+
+    def events(
+        self, after_id: int = 0, *, wait_s: float | None = None, limit: int = 100, follow: bool = True
+    ) -> Iterator[EventOut]:
+        """Like `LedgerqClient.events`: every event after `after_id` in id order, each once, read from the
+        outbox page by page; following, it polls (20 ms doubling to 250 ms) up to `wait_s` per round when
+        caught up, and never ends; `follow=False` ends once caught up. This door sees every account's."""
+        wait_s_max = self.ledger.ctx.settings.wait_s_max
+        poll_s = (wait_s_max if follow else 0.0) if wait_s is None else wait_s
+        if not 0 <= poll_s <= wait_s_max:
+            raise InvalidRequest(f"wait must be between 0 and {wait_s_max} seconds")
+        if not 1 <= limit <= PAGE_LIMIT_MAX or after_id < 0:
+            raise InvalidRequest(f"limit must be 1..{PAGE_LIMIT_MAX} and after_id >= 0, not {limit} and {after_id}")
+        cursor = after_id
+        while True:
+            page = self._events_page(cursor, limit, poll_s)
+            yield from page
+            cursor = page[-1].id if page else cursor
+            if not follow and len(page) < limit:
+                return
+
+    def _events_page(self, after_id: int, limit: int, wait_s: float) -> list[EventOut]:
+        """One page after `after_id`, as `GET /v1/events?wait=` answers it: waits up to `wait_s` for one."""
+        poll = Poll(time.monotonic() + wait_s)
+        while True:
+            found = events_page(self.ledger.ctx, after_id, limit)["events"]
+            if found or poll.due():
+                return [EventOut.model_validate(e) for e in found]
+            time.sleep(poll.next_sleep_s())
 
 
 def new_command_id() -> str:
