@@ -86,6 +86,8 @@ class Cluster:
             "LEDGERQ_BACKOFF_S_MAX": "0.5",
             "LEDGERQ_LOG_LEVEL": "INFO",
             "LEDGERQ_SIGNING_KEY": SIGNING_KEY,
+            # Tests' webhook receivers listen on loopback.
+            "LEDGERQ_WEBHOOK_ALLOW_HOSTS": "*,127.0.0.1",
         }
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
