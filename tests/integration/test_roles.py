@@ -35,6 +35,14 @@ def login_as(engine: Any, settings: Settings, group: str) -> Settings:
         "DELETE FROM entries",
         "UPDATE entries SET amount = 1",
         "TRUNCATE entries",
+        # Webhook secrets are for the webhook process only; deliveries are its to record.
+        "SELECT secret FROM webhooks",
+        "SELECT * FROM webhooks",
+        "INSERT INTO webhook_attempts (delivery_id, n, made_by) VALUES (1, 1, 'x')",
+        "UPDATE webhook_deliveries SET attempts = 0",
+        "INSERT INTO events (id, type, command_id) VALUES (1, 'command.applied', 'c')",
+        "UPDATE audit_log SET status = 200",
+        "DELETE FROM reconciliation_items",
     ],
 )
 def test_the_api_role_cannot_write_the_ledger(engine: Any, settings: Settings, statement: str) -> None:
@@ -52,6 +60,10 @@ def test_the_api_role_cannot_write_the_ledger(engine: Any, settings: Settings, s
         "TRUNCATE entries",
         "INSERT INTO api_keys (id, secret_hash, scope) VALUES ('x', 'y', 'admin')",
         "DELETE FROM audit_log",
+        "INSERT INTO webhooks (id, url, events, secret, fanout_cursor) VALUES ('w', 'http://x', '{}', 's', 0)",
+        "UPDATE webhooks SET url = 'http://elsewhere'",
+        "DELETE FROM webhook_deliveries",
+        "INSERT INTO reconciliations (id, source, summary) VALUES ('r', 'api', '{}')",
     ],
 )
 def test_the_worker_role_cannot_rewrite_history_or_keys(engine: Any, settings: Settings, statement: str) -> None:

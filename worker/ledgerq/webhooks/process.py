@@ -15,8 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
+from ledgerq.shared.outages import outage
 from ledgerq.shared.settings import Settings
 from ledgerq.webhooks.metrics import WebhookMetrics
 from ledgerq.webhooks.send import Sender
@@ -61,7 +62,10 @@ class WebhookProcess:
             while not self.stop.is_set():
                 try:
                     attempts = self._round(self.concurrency - len(in_hand))
-                except OperationalError as exc:  # Postgres away: wait, nothing is lost (leases lapse)
+                except DBAPIError as exc:
+                    if outage(exc) is None:
+                        raise
+                    # Postgres away: wait; nothing is lost (claims made before lapse and are made again).
                     log.warning("webhooks: database unavailable: %s", exc.orig)
                     self.stop.wait(self.backoff_s_max)
                     continue
@@ -84,6 +88,12 @@ class WebhookProcess:
             return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max, self.name)
 
     def _deliver(self, attempt: Attempt) -> None:
+        try:
+            self._attempt(attempt)
+        except Exception:  # a bug: said loudly; the lease lapses and another attempt is made
+            log.exception("webhooks: delivery %s attempt %d failed unrecorded", attempt.delivery_id, attempt.n)
+
+    def _attempt(self, attempt: Attempt) -> None:
         with self.metrics.in_flight.track_inprogress():
             outcome = self.sender.send(attempt)
         self.metrics.attempts.labels("delivered" if outcome.delivered else "failed").inc()
@@ -91,7 +101,9 @@ class WebhookProcess:
         try:
             with self.engine.begin() as conn:
                 status = record(conn, attempt, outcome, self.token, self.policy, datetime.now(UTC), self.rng)
-        except OperationalError as exc:  # unrecorded: the lease lapses and the attempt is made again
+        except DBAPIError as exc:  # unrecorded: the lease lapses and the attempt is made again
+            if outage(exc) is None:
+                raise
             log.warning("webhooks: could not record delivery %s: %s", attempt.delivery_id, exc.orig)
             return
         if status != "pending":
