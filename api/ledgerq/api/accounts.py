@@ -1,11 +1,11 @@
-"""Accounts for every door (HTTP routes and the in-process client): create idempotently, read, page
-through entries."""
+"""Accounts for every door (HTTP routes and the in-process client): create idempotently, read, list by
+id prefix, page through entries."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 from sqlalchemy import Connection, Select, select, text
@@ -48,22 +48,61 @@ def create_account(ctx: Context, new: NewAccount) -> tuple[bool, dict[str, Any]]
     return inserted is not None, row
 
 
+_SHOWN = (
+    accounts.c.id,
+    accounts.c.currency,
+    accounts.c.balance,
+    accounts.c.held,
+    (accounts.c.balance - accounts.c.held).label("available"),
+    accounts.c.overdraft_limit,
+    accounts.c.entry_count,
+    accounts.c.metadata,
+    accounts.c.updated_at,
+)
+"""The columns of an account as the API shows it (`AccountOut`)."""
+
+
 def read_account(conn: Connection, account_id: str) -> dict[str, Any] | None:
     """A user account as the API shows it (system accounts such as `@world` are not shown)."""
-    row = conn.execute(
-        select(
-            accounts.c.id,
-            accounts.c.currency,
-            accounts.c.balance,
-            accounts.c.held,
-            (accounts.c.balance - accounts.c.held).label("available"),
-            accounts.c.overdraft_limit,
-            accounts.c.entry_count,
-            accounts.c.metadata,
-            accounts.c.updated_at,
-        ).where(accounts.c.id == account_id, accounts.c.kind == "user")
-    ).one_or_none()
+    row = conn.execute(select(*_SHOWN).where(accounts.c.id == account_id, accounts.c.kind == "user")).one_or_none()
     return None if row is None else dict(row._mapping)
+
+
+def narrower_prefix(asked: str, confined: str) -> str | None:
+    """The prefix that ids must start with to match both `asked` and a key's `confined` prefix (the
+    longer one when one extends the other), or None when no id can match both."""
+    if asked.startswith(confined):
+        return asked
+    if confined.startswith(asked):
+        return confined
+    return None
+
+
+def accounts_page(
+    ctx: Context,
+    prefix: str,
+    after_id: str,
+    limit: int,
+    kind: Literal["user", "system"] = "user",
+    key_prefix: str = "",
+) -> dict[str, Any]:
+    """Up to `limit` accounts of `kind` whose id starts with `prefix` (and with a confined key's
+    `key_prefix`), after `after_id` in id order, with the cursor for the next page.
+
+    Ids are ordered and compared in the database's collation, the primary key's order, so paging is
+    consistent whatever the locale; `LIKE 'p%'` is an index range under the C collation."""
+    both = narrower_prefix(prefix, key_prefix)
+    if both is None:  # e.g. `shop2:` asked by a key confined to `shop1:`: nothing, not an error
+        return {"accounts": [], "next_after_id": None}
+    query = select(*_SHOWN).where(accounts.c.kind == kind)
+    if both:
+        query = query.where(accounts.c.id.startswith(both, autoescape=True))  # `_` in an id is no wildcard
+    if after_id:
+        query = query.where(accounts.c.id > after_id)
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(query.order_by(accounts.c.id).limit(limit)).all()
+    found = [dict(r._mapping) for r in rows]
+    return {"accounts": found, "next_after_id": found[-1]["id"] if len(found) == limit else None}
 
 
 def get_account(ctx: Context, account_id: str) -> dict[str, Any]:

@@ -183,3 +183,45 @@ class AccountsOut(BaseModel):
 
     accounts: list[AccountOut]
     next_after_id: str | None
+
+
+class ReconciliationSummaryOut(BaseModel):
+    records: int
+    matched: int
+    mismatched: int
+    unmatched_external: int
+    unmatched_ledger: int
+
+
+class ReconciliationItemOut(BaseModel):
+    """One record (with the command it was paired with, if any), or an applied command no record named."""
+
+    n: int
+    status: Literal["matched", "mismatched", "unmatched_external", "unmatched_ledger"]
+    external_id: str | None
+    reference: str | None
+    command_id: str | None  # as the reading key sees it
+    external_amount: int | None
+    external_currency: str | None
+    ledger_amount: int | None
+    ledger_currency: str | None
+    date: str | None
+
+
+class ReconciliationOut(BaseModel):
+    id: str
+    created_at: datetime
+    source: Literal["api", "cli"]
+    account_id: str | None
+    since: datetime | None
+    until: datetime | None
+    summary: ReconciliationSummaryOut
+
+
+class ReconciliationRunOut(ReconciliationOut):
+    items: list[ReconciliationItemOut]
+
+
+class ReconciliationsOut(BaseModel):
+    reconciliations: list[ReconciliationOut]
+    next_after_id: str | None

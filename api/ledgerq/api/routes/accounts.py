@@ -1,10 +1,10 @@
-"""Accounts: create (idempotent on the same body), read, and page through entries."""
+"""Accounts: create (idempotent on the same body), list by id prefix, read, and page through entries."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -13,13 +13,18 @@ from ledgerq.api import accounts as store
 from ledgerq.api.body import json_object, validate
 from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
 from ledgerq.api.holds import holds_page
-from ledgerq.api.models import AccountOut, BalanceOut, EntriesOut, HoldsOut
+from ledgerq.api.models import AccountOut, AccountsOut, BalanceOut, EntriesOut, HoldsOut
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import INT64_MAX, PAGE_LIMIT_MAX, NewAccount
 from ledgerq.shared.errors import InvalidRequest, NotFound
 from ledgerq.shared.schema import HoldStatus
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+PREFIX_PATTERN = r"^@?[A-Za-z0-9._:-]{0,128}$"
+"""What an id may start with: the id charset, up to an id's length (`@` first: a system account's)."""
+ACCOUNT_ID_CHARS_MAX = 160
+"""The `accounts.id` column's width (system ids such as `@world:USD:3` are longer than a client's)."""
 
 
 @router.post(
@@ -38,6 +43,20 @@ async def create_account(request: Request, response: Response, ctx: ContextDep, 
     if not created:
         response.status_code = 200
     return row
+
+
+@router.get("", response_model=AccountsOut)
+async def list_accounts(
+    ctx: ContextDep,
+    key: ReadKey,
+    prefix: Annotated[str, Query(pattern=PREFIX_PATTERN, description="ids that start with this")] = "",
+    after_id: Annotated[str, Query(max_length=ACCOUNT_ID_CHARS_MAX, description="the page after this id")] = "",
+    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
+    kind: Annotated[Literal["user", "system"], Query(description="`system`: the `@world` accounts")] = "user",
+) -> dict[str, Any]:
+    """Accounts by id whose id starts with `prefix`; a key confined to a prefix sees only its own
+    (and so never the system accounts, whose ids start with `@`)."""
+    return await run_in_threadpool(store.accounts_page, ctx, prefix, after_id, limit, kind, key.prefix)
 
 
 def _check_prefix(key: ApiKey, account_id: str) -> None:

@@ -1,5 +1,6 @@
-"""The wallet page (`/ui`) and the operator's partitions page (`/ui/ops`): static HTML and JS that
-call the public API with the user's key. Nothing here reads the ledger itself."""
+"""The wallet page (`/ui`), the operator's partitions page (`/ui/ops`) and the books page
+(`/ui/books`): static HTML and JS that call the public API with the user's key. Nothing here reads
+the ledger itself."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ ASSETS = {
     "common.js": "text/javascript",
     "wallet.js": "text/javascript",
     "ops.js": "text/javascript",
+    "books.js": "text/javascript",
+}
+# Third-party code, served from our own origin (so the CSP below still holds): see ui/vendor/README.md.
+VENDOR_ASSETS = {
+    "chart.umd.min.js": "text/javascript",
+    "chart.js.LICENSE.md": "text/plain; charset=utf-8",
 }
 # Only our own files may run or load; the key in sessionStorage is never sent anywhere else.
 HEADERS = {
@@ -42,6 +49,18 @@ async def wallet() -> FileResponse:
 @router.get("/ops")
 async def operator() -> FileResponse:
     return FileResponse(UI_DIR / "ops.html", media_type="text/html", headers=HEADERS)
+
+
+@router.get("/books")
+async def books() -> FileResponse:
+    return FileResponse(UI_DIR / "books.html", media_type="text/html", headers=HEADERS)
+
+
+@router.get("/static/vendor/{name}")
+async def vendor_asset(name: str) -> FileResponse:
+    if name not in VENDOR_ASSETS:
+        raise HTTPException(404)
+    return FileResponse(UI_DIR / "vendor" / name, media_type=VENDOR_ASSETS[name], headers=HEADERS)
 
 
 @router.get("/static/{name}")
