@@ -11,7 +11,7 @@ from starlette.routing import Route
 from ledgerq.api import problems
 from ledgerq.api.audit import AuditMiddleware
 from ledgerq.api.context import Context
-from ledgerq.api.routes import accounts, admin, commands, events, holds, ops, ui, webhooks
+from ledgerq.api.routes import accounts, admin, commands, events, holds, ops, reconciliations, ui, webhooks
 from ledgerq.shared.settings import Settings, get_settings
 
 
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.include_router(holds.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
+    app.include_router(reconciliations.router)
     app.include_router(ops.router)
     app.include_router(admin.router)
     app.include_router(ui.router)

@@ -19,23 +19,31 @@ from ledgerq.shared.errors import BodyTooLarge, InvalidJson, UnsupportedMediaTyp
 BODY_BYTES_MAX = 64 * 1024
 BATCH_BODY_BYTES_MAX = 1024 * 1024
 """`POST /v1/commands/batch` carries up to 1,000 commands; every other body is at most 64 KiB."""
+RECONCILIATION_BODY_BYTES_MAX = 10 * 1024 * 1024
+"""`POST /v1/reconciliations` carries a statement, as JSON or CSV: 10 MiB holds some 100k records."""
+CSV_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
 
 M = TypeVar("M")
+
+
+def media_type(request: Request) -> str:
+    """The body's media type, without parameters, lower case ('' when none is sent)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 def require_json(request: Request) -> None:
     """Bodies are `application/json` (any parameters, `charset=utf-8` say): a form post or plain text is
     refused, not guessed at, before a byte of it is read."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        shown = f"{media_type!r}" if media_type else "no Content-Type"
+    media_type_ = media_type(request)
+    if media_type_ != "application/json":
+        shown = f"{media_type_!r}" if media_type_ else "no Content-Type"
         raise UnsupportedMediaType(
             f"the body must be application/json, not {shown}; send Content-Type: application/json"
         )
 
 
-async def json_object(request: Request, bytes_max: int = BODY_BYTES_MAX) -> dict[str, Any]:
-    require_json(request)
+async def bounded_body(request: Request, bytes_max: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to pass `bytes_max`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > bytes_max:
         raise BodyTooLarge(f"the body must be at most {bytes_max} bytes")
@@ -46,8 +54,33 @@ async def json_object(request: Request, bytes_max: int = BODY_BYTES_MAX) -> dict
         if size > bytes_max:
             raise BodyTooLarge(f"the body must be at most {bytes_max} bytes")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def csv_body(request: Request, bytes_max: int) -> bytes:
+    """A `text/csv` body (UTF-8: no charset, or `charset=utf-8`), bounded as JSON bodies are; anything
+    else is a 415 before a byte of it is read. Decoding is the parser's, so an error can name its row."""
+    media_type_ = media_type(request)
+    charset = _charset(request.headers.get("content-type", ""))
+    if media_type_ != "text/csv" or (charset is not None and charset not in CSV_CHARSETS):
+        shown = request.headers.get("content-type") or "no Content-Type"
+        raise UnsupportedMediaType(f"the body must be UTF-8 text/csv, not {shown!r}")
+    return await bounded_body(request, bytes_max)
+
+
+def _charset(content_type: str) -> str | None:
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+async def json_object(request: Request, bytes_max: int = BODY_BYTES_MAX) -> dict[str, Any]:
+    require_json(request)
+    body = await bounded_body(request, bytes_max)
     try:
-        data = json.loads(b"".join(chunks), parse_constant=_refuse_constant)
+        data = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

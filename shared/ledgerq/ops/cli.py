@@ -3,10 +3,13 @@ module imports neither, keeping dependencies one-way (api → shared ← worker)
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +208,141 @@ def verify(step_rows: int) -> None:
     if findings:
         sys.exit(1)
     click.echo(f"ledgerq verify: ok ({len(CHECKS)} checks)")
+
+
+def _timestamp(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """An RFC 3339 time with its zone (`2024-03-01T00:00:00Z`), or a bare date meaning 00:00 UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an RFC 3339 time (2024-03-01T00:00:00Z) or a date") from None
+    if len(value) == 10:  # a bare date: the day's start in UTC
+        return moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no time zone: add Z or +00:00")
+    return moment
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", default=None, help="match only legs on this account (its amount: the leg's)")
+@click.option("--since", callback=_timestamp, help="window start on finished_at (inclusive): RFC 3339 or a date")
+@click.option("--until", callback=_timestamp, help="window end on finished_at (exclusive): RFC 3339 or a date")
+@click.option("--columns", default="", help="read an export's own column names: ours=theirs,...")
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["auto", "csv", "json"]),
+    default="auto",
+    show_default=True,
+    help="auto: JSON for a .json file, CSV otherwise",
+)
+@JSON_OPTION
+def reconcile(
+    file: Path,
+    account: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    columns: str,
+    file_format: str,
+    as_json: bool,
+) -> None:
+    """Match FILE's records (CSV with a header row, or JSON) against the ledger and keep the run.
+
+    Prints each discrepancy and the summary; exits 1 on any discrepancy (mismatched, unmatched_external,
+    unmatched_ledger), 0 when every record matched and no command in the window was left. A progress
+    bar follows a large file on a terminal."""
+    from ledgerq.shared import reconciliation as rec
+    from ledgerq.shared.errors import NotFound, ValidationFailed
+
+    try:
+        mapping = rec.parse_columns(columns)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--columns") from exc
+    records = _read_records(file, file_format, mapping)
+    try:
+        scope = rec.Scope(account, since, until).checked("options")
+        with _reconcile_progress(len(records), as_json) as report:
+            run = rec.run_reconciliation(_engine(Settings()), records, scope, source="cli", progress=report)
+    except NotFound as exc:
+        raise click.BadParameter(exc.detail, param_hint="--account") from exc
+    except ValidationFailed as exc:
+        raise click.UsageError(exc.detail) from exc
+    _show_run(run, as_json)
+    if rec.discrepancies(run["summary"]):
+        sys.exit(1)
+
+
+def _read_records(file: Path, file_format: str, columns: dict[str, str]) -> list[Any]:
+    """FILE's records, or click's usage error (exit 2) naming the malformed row."""
+    from ledgerq.shared import reconciliation as rec
+    from ledgerq.shared.errors import ValidationFailed
+
+    as_json = file_format == "json" or (file_format == "auto" and file.suffix.lower() == ".json")
+    data = file.read_bytes()
+    try:
+        if not as_json:
+            return rec.parse_csv(data, columns)
+        try:
+            document = json.loads(data)
+        except ValueError as exc:
+            raise click.BadParameter(f"{file} is not valid JSON: {exc}", param_hint="FILE") from exc
+        if isinstance(document, dict) and set(document) == {"records"}:
+            document = document["records"]  # the API's body shape; the window comes from the options
+        return rec.parse_json_records(document, columns)
+    except ValidationFailed as exc:
+        raise click.BadParameter(f"{file}: {exc.detail}", param_hint="FILE") from exc
+
+
+@contextlib.contextmanager
+def _reconcile_progress(records: int, as_json: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A bar on a terminal for a file of more than one lookup step; nothing otherwise (no lines that a
+    script reading the summary or the JSON would have to skip)."""
+    from ledgerq.ops.progress import is_terminal, progress_reporter
+    from ledgerq.shared.reconciliation import CHUNK_REFERENCES
+
+    if as_json or records <= CHUNK_REFERENCES or not is_terminal():
+        yield None
+        return
+    with progress_reporter("reconcile") as report:
+        yield report
+
+
+def _show_run(run: dict[str, Any], as_json: bool) -> None:
+    """JSON if asked; else a line per discrepancy, then the summary last, where a terminal leaves it in view."""
+    from ledgerq.shared.reconciliation import discrepancies
+
+    if as_json:
+        click.echo(json.dumps(run, default=_iso))
+        return
+    for item in run["items"]:
+        if item["status"] != "matched":
+            click.echo(_item_line(item))
+    summary = run["summary"]
+    found = discrepancies(summary)
+    counts = " ".join(f"{k}={v}" for k, v in summary.items())
+    verdict = f"{found} discrepanc{'y' if found == 1 else 'ies'}" if found else "ok"
+    click.echo(f"ledgerq reconcile: {run['id']} {counts} ({verdict})")
+
+
+def _item_line(item: dict[str, Any]) -> str:
+    """`MISMATCHED n=2 external_id=po_2 reference=r-2 command_id=dep-2 external=2500 USD ledger=2000 USD`."""
+    fields = [f"n={item['n']}"]
+    for name in ("external_id", "reference", "command_id", "date"):
+        if item[name] is not None:
+            fields.append(f"{name}={shlex.quote(str(item[name]))}")
+    for side in ("external", "ledger"):
+        if item[f"{side}_amount"] is not None:
+            fields.append(f"{side}={item[f'{side}_amount']} {item[f'{side}_currency']}")
+    return " ".join([item["status"].upper(), *fields])
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 @cli.command()
