@@ -114,6 +114,8 @@ def test_system_accounts_only_when_asked(http: TestClient, make_account: Any) ->
         {"prefix": "x" * 129},
         {"kind": "other"},
         {"after_id": "x" * 161},
+        {"after_id": "a\x00b"},  # a NUL reached Postgres once (found by the fuzz test)
+        {"after_id": "has space"},
     ],
 )
 def test_bad_queries_are_refused(http: TestClient, params: dict[str, Any]) -> None:

@@ -22,13 +22,15 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledgerq.api.body import BATCH_BODY_BYTES_MAX
+from ledgerq.api.body import BATCH_BODY_BYTES_MAX, RECONCILIATION_BODY_BYTES_MAX
 from ledgerq.shared.logs import REQUEST_ID
 from ledgerq.shared.schema import audit_log
 
 log = logging.getLogger("ledgerq.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+BODY_BYTES_BUFFERED = max(BATCH_BODY_BYTES_MAX, RECONCILIATION_BODY_BYTES_MAX)
+"""The largest body any route takes: the hash covers all of it (past it, the route refuses with 413)."""
 REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -139,7 +141,7 @@ async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
         if message["type"] != "http.request":
             break
         size += len(message.get("body", b""))
-        if not message.get("more_body") or size > BATCH_BODY_BYTES_MAX:  # the largest body any route takes
+        if not message.get("more_body") or size > BODY_BYTES_BUFFERED:
             break
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 
