@@ -51,7 +51,8 @@ async def list_accounts(
     key: ReadKey,
     prefix: Annotated[str, Query(pattern=PREFIX_PATTERN, description="ids that start with this")] = "",
     after_id: Annotated[
-        str, Query(pattern=r"^[A-Za-z0-9._:@-]*$", max_length=ACCOUNT_ID_CHARS_MAX, description="the page after this id")
+        str,
+        Query(pattern=r"^[A-Za-z0-9._:@-]*$", max_length=ACCOUNT_ID_CHARS_MAX, description="the page after this id"),
     ] = "",
     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 100,
     kind: Annotated[Literal["user", "system"], Query(description="`system`: the `@world` accounts")] = "user",
