@@ -98,13 +98,29 @@ def test_bodies_are_capped(http: TestClient, keys: dict[str, str], ctx: Any, mak
 def test_kept_body_rules() -> None:
     assert kept_body(b"", 10, b"") == ""
     assert kept_body(b"abc", 0, b"") is None  # bodies off
-    assert kept_body(b'{"secret": "s", "n": [{"password": "p"}]}', 100, b"") == (
-        '{"secret":"[redacted]","n":[{"password":"[redacted]"}]}'
+    assert kept_body(b'{"secret": "s", "n": [{"password": "p\\"q"}], "token":"t"}', 100, b"") == (
+        '{"secret": "[redacted]", "n": [{"password": "[redacted]"}], "token":"[redacted]"}'
     )
-    assert kept_body(b'{"secret": broken', 100, b"") == '{"secret": broken'  # not JSON: as sent
+    # The cap cuts inside the secret: what is left of it is redacted too.
+    assert kept_body(b'{"id":"w","secret":"whsec_abcdef"}', 25, b"") == (
+        '{"id":"w","secret":"[redacted]"…[9 more bytes not kept]'
+    )
+    assert kept_body(b'{"secret": broken', 100, b"") == '{"secret": broken'  # not a string value: as sent
     assert kept_body(b"key-123456789 here", 100, b"key-123456789") == "[redacted] here"
+    assert kept_body(b"0123key-123456789", 6, b"key-123456789") == "0123[r…[11 more bytes not kept]"
     assert kept_body("é".encode() * 10, 5, b"") == "éé\ufffd…[15 more bytes not kept]"
     assert kept_body(b"a\x00b", 10, b"") == "ab"
+    assert kept_body(b"0123456789", 4, b"", size=1000) == "0123…[996 more bytes not kept]"
+
+
+def test_a_key_confined_to_a_prefix_cannot_read_the_audit_log(http: TestClient, engine: Any) -> None:
+    """The log holds every tenant's calls: a confined admin key gets 403, not a filtered view."""
+    from ledgerq.shared.apikeys import create_key
+
+    confined = {"Authorization": f"Bearer {create_key(engine, 'admin', prefix=uid('t') + ':')[0]}"}
+    for path in ("/v1/audit", "/v1/audit/1"):
+        refused = http.get(path, headers=confined)
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden", refused.text
 
 
 def test_one_audit_entry_needs_an_admin_key_and_an_existing_id(http: TestClient, keys: dict[str, str]) -> None:

@@ -37,6 +37,13 @@ def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
         "::ffff:127.0.0.1",
         "100.64.0.1",
         "224.0.0.1",
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a00:5",  # NAT64 of 10.0.0.5
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "::ffff:0:127.0.0.1",  # IPv4-translated
+        "fec0::1",  # site-local
+        "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
     ],
 )
 def test_private_loopback_and_link_local_are_refused_literally_and_through_a_name(address: str) -> None:
@@ -92,6 +99,9 @@ def test_without_a_star_only_what_is_listed() -> None:
         ("https://example.com/#frag", "fragment"),
         ("http://example.com:99999/", "port"),
         ("http://" + "a" * 2050 + ".com/", "longer than"),
+        ("https://example.com/a\x00b", "control characters"),
+        ("https://exa\tmple.com/", "control characters"),
+        ("https://example.com/ x", "spaces"),
     ],
 )
 def test_malformed_urls_are_refused_with_the_reason(url: str, why: str) -> None:

@@ -10,7 +10,6 @@ sent a well-formed one) echoed in the response.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -29,8 +28,6 @@ from ledgerq.shared.schema import audit_log
 log = logging.getLogger("ledgerq.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-BODY_BYTES_BUFFERED = max(BATCH_BODY_BYTES_MAX, RECONCILIATION_BODY_BYTES_MAX)
-"""The largest body any route takes: the hash covers all of it (past it, the route refuses with 413)."""
 REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -50,19 +47,23 @@ class AuditMiddleware:
         if scope["method"] not in MUTATING:
             await self.app(scope, receive, _with_request_id(send, request_id))
             return
-        body, replay = await _buffer(receive)
+        body, replay = await _buffer(receive, _buffered_max(scope["path"]))
         status = 500
         echoed = (b"x-request-id", request_id.encode())
         cap = _body_cap(scope)
         answer = bytearray()
+        answer_size = 0
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answer_size
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", []).append(echoed)
-            elif message["type"] == "http.response.body" and len(answer) <= cap:
-                answer.extend(message.get("body", b"")[: cap + 1 - len(answer)])
+            elif message["type"] == "http.response.body":
+                chunk = message.get("body", b"")
+                answer_size += len(chunk)
+                if len(answer) < cap:
+                    answer.extend(chunk[: cap - len(answer)])
             await send(message)
 
         try:
@@ -79,37 +80,32 @@ class AuditMiddleware:
                 "body_sha256": hashlib.sha256(body).hexdigest(),
                 "status": status,
                 "request_body": kept_body(body, cap, _bearer(headers)),
-                "response_body": kept_body(bytes(answer), cap, _bearer(headers)),
+                "response_body": kept_body(bytes(answer), cap, _bearer(headers), size=answer_size),
             }
             await _record(app_state, row)
 
 
-REDACTED_FIELDS = frozenset({"secret", "password", "api_key", "token"})
-"""JSON fields whose values are never kept: a webhook's creation answers with its signing secret."""
+REDACTED_FIELDS = ("secret", "password", "api_key", "token")
+"""JSON fields whose string values are never kept: a webhook's creation answers with its signing secret."""
 REDACTED = "[redacted]"
+# A redacted field's string value, also when the cap cut it short (no closing quote). A pattern, not
+# a parse: it works on the capped text, and costs no more than the cap whatever the body's size.
+_SECRET_VALUE = re.compile(r'("(?:' + "|".join(REDACTED_FIELDS) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"?')
 
 
-def kept_body(body: bytes, cap: int, bearer: bytes) -> str | None:
-    """What the audit row keeps of a body: text up to `cap` bytes, a JSON body's secret fields and the
-    caller's own key (wherever it appears) replaced by "[redacted]"; None when bodies are not kept."""
-    if cap <= 0 or not body:
-        return None if cap <= 0 else ""
-    if bearer and bearer in body:
-        body = body.replace(bearer, REDACTED.encode())
-    if any(f'"{name}"'.encode() in body for name in REDACTED_FIELDS):  # parse only when it may matter
-        # Not JSON (or cut short by the client): kept as sent, capped below.
-        with contextlib.suppress(ValueError, RecursionError):
-            body = json.dumps(_redact(json.loads(body)), separators=(",", ":")).encode()
-    kept = body[:cap].decode("utf-8", "replace").replace("\x00", "")
-    return kept if len(body) <= cap else f"{kept}…[{len(body) - cap} more bytes not kept]"
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: REDACTED if k in REDACTED_FIELDS else _redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
+def kept_body(body: bytes, cap: int, bearer: bytes, size: int | None = None) -> str | None:
+    """What the audit row keeps of a body (`size` bytes long, if more were sent than `body` holds):
+    text up to `cap` bytes, with the caller's own key (wherever it appears) and the string values of
+    secret-like fields replaced by "[redacted]"; None when bodies are not kept."""
+    if cap <= 0:
+        return None
+    size = len(body) if size is None else size
+    head = body[: cap + len(bearer)]  # a key that starts before the cap is replaced whole
+    if bearer:
+        head = head.replace(bearer, REDACTED.encode())
+    kept = head[:cap].decode("utf-8", "replace").replace("\x00", "")
+    kept = _SECRET_VALUE.sub(lambda m: f'{m.group(1)}"{REDACTED}"', kept)
+    return kept if size <= cap else f"{kept}…[{size - cap} more bytes not kept]"
 
 
 def _bearer(headers: dict[bytes, bytes]) -> bytes:
@@ -131,7 +127,12 @@ def _with_request_id(send: Send, request_id: str) -> Send:
     return wrapped
 
 
-async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
+def _buffered_max(path: str) -> int:
+    """The most bytes the route can take: past it the route refuses (413), and the hash covers it."""
+    return RECONCILIATION_BODY_BYTES_MAX if path.startswith("/v1/reconciliations") else BATCH_BODY_BYTES_MAX
+
+
+async def _buffer(receive: Receive, bytes_max: int) -> tuple[bytes, Receive]:
     """Read the body (up to just past the limit) for hashing, then hand the same messages to the app."""
     messages: list[Message] = []
     size = 0
@@ -141,7 +142,7 @@ async def _buffer(receive: Receive) -> tuple[bytes, Receive]:
         if message["type"] != "http.request":
             break
         size += len(message.get("body", b""))
-        if not message.get("more_body") or size > BODY_BYTES_BUFFERED:
+        if not message.get("more_body") or size > bytes_max:
             break
     body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
 

@@ -42,10 +42,12 @@ _CREATE = text(
     RETURNING {_COLUMNS}
     """
 )
-_LIST = text(f"SELECT {_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND prefix = :prefix ORDER BY created_at, id")
-_GET = text(f"SELECT {_COLUMNS} FROM webhooks WHERE id = :id AND prefix = :prefix")
+_LIST = text(
+    f"SELECT {_COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND starts_with(prefix, :prefix) ORDER BY created_at, id"
+)
+_GET = text(f"SELECT {_COLUMNS} FROM webhooks WHERE id = :id AND starts_with(prefix, :prefix)")
 _DELETE = text(
-    f"UPDATE webhooks SET deleted_at = now() WHERE id = :id AND prefix = :prefix AND deleted_at IS NULL"
+    f"UPDATE webhooks SET deleted_at = now() WHERE id = :id AND starts_with(prefix, :prefix) AND deleted_at IS NULL"
     f" RETURNING {_COLUMNS}"
 )
 # Waits for a fan-out or claim holding these rows, so no delivery made before the delete stays pending.

@@ -65,7 +65,30 @@ class AllowList:
     def allows_address(self, address: Address) -> bool:
         if any(address in network for network in self.networks):
             return True
-        return self.public and address.is_global and not address.is_multicast
+        return self.public and is_public(address)
+
+
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+NOT_PUBLIC_V6 = (ipaddress.ip_network("fec0::/10"),)  # site-local: deprecated, yet routed inside some networks
+
+
+def is_public(address: Address) -> bool:
+    """A global unicast address, and so is every IPv4 address it carries (an IPv6 address can embed
+    one: IPv4-mapped or -translated, 6to4, Teredo, NAT64, IPv4-compatible: `[64:ff9b::a00:5]` reaches 10.0.0.5)."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv4Address):
+        return True
+    if any(address in network for network in NOT_PUBLIC_V6):
+        return False
+    embedded: list[ipaddress.IPv4Address | None] = [address.ipv4_mapped, address.sixtofour]
+    if address.teredo:
+        embedded += list(address.teredo)
+    if any(address in network for network in (*NAT64, IPV4_COMPATIBLE, IPV4_TRANSLATED)):
+        embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return all(v4.is_global and not v4.is_multicast for v4 in embedded if v4 is not None)
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -77,6 +100,8 @@ def parse_url(url: str) -> SplitResult:
     """The URL's parts, or TargetRefused saying what is wrong with its shape."""
     if len(url) > URL_CHARS_MAX:
         raise TargetRefused(f"the URL is longer than {URL_CHARS_MAX} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):  # urlsplit would drop some silently
+        raise TargetRefused("the URL may not contain spaces or control characters")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise TargetRefused("the URL must be http:// or https://")

@@ -28,24 +28,23 @@ def webhooks(concurrency: int | None, metrics_port: int | None) -> None:
     from ledgerq.shared.webhook_targets import AllowList
     from ledgerq.webhooks.metrics import WebhookMetrics
     from ledgerq.webhooks.process import WebhookProcess
-    from ledgerq.webhooks.send import Sender, make_client
+    from ledgerq.webhooks.send import Sender
 
     settings = Settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"webhook_concurrency": concurrency})
     engine = make_engine(settings, pool_size=settings.webhook_concurrency + 1)
-    with make_client(settings.webhook_timeout_s) as client:
-        sender = Sender(client, AllowList.parse(settings.webhook_allow_hosts), settings.webhook_timeout_s)
-        metrics = WebhookMetrics()
-        if metrics_port is not None:
-            start_http_server(metrics_port, addr=settings.metrics_host, registry=metrics.registry)
-        process = WebhookProcess(settings, engine, sender, metrics)
+    sender = Sender(AllowList.parse(settings.webhook_allow_hosts), settings.webhook_timeout_s)
+    metrics = WebhookMetrics()
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+    process = WebhookProcess(settings, engine, sender, metrics)
 
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            process.stop.set()
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        process.stop.set()
 
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        click.echo(f"ledgerq webhooks: delivering, {settings.webhook_concurrency} at a time", err=True)
-        process.run()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo(f"ledgerq webhooks: delivering, {settings.webhook_concurrency} at a time", err=True)
+    process.run()
     engine.dispose()

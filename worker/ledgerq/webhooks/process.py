@@ -29,9 +29,8 @@ LEASE_GRACE_S = 5.0
 
 
 def lease_s(timeout_s: float) -> float:
-    """Longer than an attempt can take: connect, send and the first read are each bounded by the
-    timeout and the answer's body by the deadline, so 3 x timeout plus a grace for recording."""
-    return 3 * timeout_s + LEASE_GRACE_S
+    """Longer than an attempt can take (its whole deadline is the timeout), with room to record it."""
+    return timeout_s + LEASE_GRACE_S
 
 
 class WebhookProcess:
@@ -51,7 +50,6 @@ class WebhookProcess:
             backoff_s=settings.webhook_backoff_s,
             backoff_s_max=settings.webhook_backoff_s_max,
         )
-        self.token = secrets.token_hex(16)  # this process's claims
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.rng = random.Random()
         self.stop = threading.Event()
@@ -85,7 +83,8 @@ class WebhookProcess:
         if free <= 0:
             return []
         with self.engine.begin() as conn:
-            return claim(conn, free, self.token, self.lease_s, self.policy.attempts_max, self.name)
+            # A token per claim: only the attempt that holds the current claim may settle the delivery.
+            return claim(conn, free, secrets.token_hex(16), self.lease_s, self.policy.attempts_max, self.name)
 
     def _deliver(self, attempt: Attempt) -> None:
         try:
@@ -100,7 +99,7 @@ class WebhookProcess:
         self.metrics.duration.observe(outcome.duration_ms / 1000)
         try:
             with self.engine.begin() as conn:
-                status = record(conn, attempt, outcome, self.token, self.policy, datetime.now(UTC), self.rng)
+                status = record(conn, attempt, outcome, self.policy, datetime.now(UTC), self.rng)
         except DBAPIError as exc:  # unrecorded: the lease lapses and the attempt is made again
             if outage(exc) is None:
                 raise

@@ -51,7 +51,7 @@ _FANOUT = text(
 _GIVE_UP_ORPHANS = text(
     """
     UPDATE webhook_deliveries SET status = 'failed', finished_at = now(), claimed_until = NULL, claim_token = NULL
-     WHERE status = 'pending' AND attempts >= :attempts_max AND claimed_until < now()
+     WHERE status = 'pending' AND attempts >= :attempts_max AND (claimed_until IS NULL OR claimed_until < now())
     """
 )
 _CLAIM = text(
@@ -92,7 +92,7 @@ _SETTLE = text(
        SET status = :status, next_attempt_at = now() + make_interval(secs => :retry_in_s),
            finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE now() END,
            claimed_until = NULL, claim_token = NULL
-     WHERE id = :delivery_id AND claim_token = :token AND status = 'pending'
+     WHERE id = :delivery_id AND claim_token = :token AND attempts = :n AND status = 'pending'
     """
 )
 
@@ -105,6 +105,7 @@ class Attempt:
     url: str
     secret: str
     event: dict[str, Any]  # as the endpoint's prefix shows it
+    token: str  # the claim's: settling checks it (and n), so a late attempt cannot settle a newer one
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,7 @@ def claim(conn: Connection, n: int, token: str, lease_s: float, attempts_max: in
                 },
                 r.prefix,
             ),
+            token=token,
         )
         for r in rows
     ]
@@ -181,7 +183,6 @@ def record(
     conn: Connection,
     attempt: Attempt,
     outcome: Outcome,
-    token: str,
     policy: RetryPolicy,
     now: datetime,
     rng: random.Random,
@@ -207,6 +208,12 @@ def record(
         status = "failed" if attempt.n >= policy.attempts_max or age_s > policy.age_s_max else "pending"
     conn.execute(
         _SETTLE,
-        {"status": status, "retry_in_s": retry_in_s, "delivery_id": attempt.delivery_id, "token": token},
+        {
+            "status": status,
+            "retry_in_s": retry_in_s,
+            "delivery_id": attempt.delivery_id,
+            "token": attempt.token,
+            "n": attempt.n,
+        },
     )
     return status

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
-from ledgerq.api.body import RECONCILIATION_BODY_BYTES_MAX, csv_body, json_object, media_type, validate
+from ledgerq.api.body import (
+    RECONCILIATION_BODY_BYTES_MAX,
+    bounded_body,
+    csv_body,
+    media_type,
+    parse_object,
+    require_json,
+    validate,
+)
 from ledgerq.api.context import Context
 from ledgerq.api.deps import ContextDep, ReadKey, WriteKey
 from ledgerq.api.models import ReconciliationRunOut, ReconciliationsOut
@@ -84,7 +92,7 @@ async def create_reconciliation(
     since: Annotated[AwareDatetime | None, Query(description="CSV only: window start (finished_at >=)")] = None,
     until: Annotated[AwareDatetime | None, Query(description="CSV only: window end (finished_at <)")] = None,
     columns: Annotated[str | None, Query(max_length=2_000, description="CSV only: ours=theirs,...")] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Match the records against the applied commands with a reference; the run is kept (201), or on any
     error nothing is (a malformed record is a 422 naming its CSV row or JSON index)."""
     kind = media_type(request)
@@ -92,15 +100,25 @@ async def create_reconciliation(
         scope = rec.Scope(account_id, since, until, key.prefix).checked("query")  # before reading 10 MiB
         mapping = _columns(columns)
         data = await csv_body(request, RECONCILIATION_BODY_BYTES_MAX)
-        return await run_in_threadpool(_from_csv, ctx, key, data, scope, mapping)
+        return _answer(await run_in_threadpool(_from_csv, ctx, key, data, scope, mapping), 201)
     if kind != "application/json":
         shown = f"{kind!r}" if kind else "no Content-Type"
         raise UnsupportedMediaType(f"the body must be application/json or text/csv, not {shown}")
     if any(v is not None for v in (account_id, since, until, columns)):
         raise InvalidRequest("with a JSON body, account_id, since and until go in the body (columns is CSV only)")
-    new = validate(NEW_RECONCILIATION, await json_object(request, RECONCILIATION_BODY_BYTES_MAX))
-    scope = rec.Scope(new.account_id, new.since, new.until, key.prefix).checked()
-    return await run_in_threadpool(_from_json, ctx, key, new.records, scope)
+    require_json(request)
+    body = await bounded_body(request, RECONCILIATION_BODY_BYTES_MAX)
+    return _answer(await run_in_threadpool(_from_json, ctx, key, body), 201)
+
+
+def _answer(run: bytes, status: int = 200) -> Response:
+    return Response(run, status_code=status, media_type="application/json")
+
+
+def _shown(run: dict[str, Any]) -> bytes:
+    # Up to a few hundred thousand items: validated and serialised here, in the calling thread, not
+    # by FastAPI on the event loop.
+    return ReconciliationRunOut.model_validate(run).model_dump_json().encode()
 
 
 def _columns(spec: str | None) -> dict[str, str]:
@@ -111,14 +129,16 @@ def _columns(spec: str | None) -> dict[str, str]:
         raise ValidationFailed(f"columns: {exc}", [error]) from exc
 
 
-def _from_csv(ctx: Context, key: ApiKey, data: bytes, scope: rec.Scope, columns: dict[str, str]) -> dict[str, Any]:
+def _from_csv(ctx: Context, key: ApiKey, data: bytes, scope: rec.Scope, columns: dict[str, str]) -> bytes:
     records = rec.parse_csv(data, columns)
-    return rec.run_reconciliation(ctx.engine, records, scope, source="api", key_id=key.id)
+    return _shown(rec.run_reconciliation(ctx.engine, records, scope, source="api", key_id=key.id))
 
 
-def _from_json(ctx: Context, key: ApiKey, raw: list[Any], scope: rec.Scope) -> dict[str, Any]:
-    records = rec.parse_json_records(raw)
-    return rec.run_reconciliation(ctx.engine, records, scope, source="api", key_id=key.id)
+def _from_json(ctx: Context, key: ApiKey, body: bytes) -> bytes:
+    new = validate(NEW_RECONCILIATION, parse_object(body))
+    scope = rec.Scope(new.account_id, new.since, new.until, key.prefix).checked()
+    records = rec.parse_json_records(new.records)
+    return _shown(rec.run_reconciliation(ctx.engine, records, scope, source="api", key_id=key.id))
 
 
 @router.get("", response_model=ReconciliationsOut)
@@ -135,6 +155,6 @@ async def list_reconciliations(
 
 
 @router.get("/{reconciliation_id}", response_model=ReconciliationRunOut)
-async def get_reconciliation(reconciliation_id: str, ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
+async def get_reconciliation(reconciliation_id: str, ctx: ContextDep, key: ReadKey) -> Response:
     """A kept run with every item, in `n` order; 404 if unknown or made under another key prefix."""
-    return await run_in_threadpool(rec.get_run, ctx.engine, reconciliation_id, key.prefix)
+    return _answer(await run_in_threadpool(lambda: _shown(rec.get_run(ctx.engine, reconciliation_id, key.prefix))))
