@@ -147,6 +147,12 @@ Index(
 
 # The expiry sweep finds captures and voids still queued for a hold.
 Index("commands_ref", commands.c.ref_id, postgresql_where=commands.c.ref_id.isnot(None))
+# Reconciliation finds applied commands by their reference.
+Index(
+    "commands_reference",
+    commands.c.payload["reference"].astext,
+    postgresql_where=commands.c.payload.has_key("reference"),
+)
 
 entries = Table(
     "entries",
@@ -287,6 +293,13 @@ webhook_deliveries = Table(
     Column("finished_at", DateTime(timezone=True)),
     UniqueConstraint("webhook_id", "event_id", name="webhook_deliveries_once"),
 )
+# What the webhook processes claim next; an endpoint's deliveries view.
+Index(
+    "webhook_deliveries_due",
+    webhook_deliveries.c.next_attempt_at,
+    postgresql_where=webhook_deliveries.c.status == "pending",
+)
+Index("webhook_deliveries_of_webhook", webhook_deliveries.c.webhook_id, webhook_deliveries.c.id)
 
 webhook_attempts = Table(
     "webhook_attempts",
