@@ -196,3 +196,32 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     running.start_api()
     yield running
     running.close()
+
+
+# The chaos tests' result lines ride on their reports, so the summary has them also when pytest-xdist
+# runs the tests in worker processes (only the reports come back to the process that prints).
+_CHAOS_LINES_SENT = 0
+CHAOS_LINES: list[str] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    global _CHAOS_LINES_SENT
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "teardown" and "tests/chaos/" in str(item.fspath):
+        from tests.chaos.workload import RESULTS
+
+        report.user_properties.extend(("chaos", text) for text in RESULTS[_CHAOS_LINES_SENT:])
+        _CHAOS_LINES_SENT = len(RESULTS)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    CHAOS_LINES.extend(str(text) for name, text in report.user_properties if name == "chaos")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CHAOS_LINES:
+        terminalreporter.section("chaos results")
+        for text in CHAOS_LINES:
+            terminalreporter.write_line(text)

@@ -8,11 +8,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/chaos/" in str(item.fspath):
             item.add_marker(pytest.mark.chaos)
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.chaos.workload import RESULTS
-
-    if RESULTS:
-        terminalreporter.section("chaos results")
-        for text in RESULTS:
-            terminalreporter.write_line(text)
