@@ -15,7 +15,7 @@ from ledgerq.api.audit import write_audit_rows
 from ledgerq.api.currencies import CurrencyCache
 from ledgerq.api.group_commit import GroupCommit
 from ledgerq.api.key_checks import KeyChecks
-from ledgerq.api.submit import Outcome, Submission, submit_round
+from ledgerq.api.submit import Outcome, QueueDepths, Submission, submit_round
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.db import check_partitions, make_engine
 from ledgerq.shared.errors import LedgerError
@@ -32,9 +32,11 @@ class Context:
     submits: GroupCommit[Submission, Outcome] = field(init=False)
     audits: GroupCommit[dict[str, Any], None] = field(init=False)
     auths: GroupCommit[str, ApiKey | LedgerError | None] = field(init=False)
+    queue_depths: QueueDepths = field(init=False)
 
     def __post_init__(self) -> None:
         self.currencies = CurrencyCache(self.engine)
+        self.queue_depths = QueueDepths()
         self.submits = GroupCommit(partial(submit_round, self), self.settings.claim_batch_max)
         self.audits = GroupCommit(partial(write_audit_rows, self.engine), self.settings.claim_batch_max)
         self.auths = GroupCommit(KeyChecks(self.settings, self.engine), self.settings.claim_batch_max)

@@ -1,7 +1,7 @@
 """Submitting commands: validate facts, claim the ids in Postgres, enqueue once in Redis, many at a time.
 
 Concurrent submits in one process share a round (`ledgerq.api.group_commit`): one
-query for unknown account currencies, one pipelined LLEN for back-pressure,
+query for unknown account currencies, a pipelined LLEN for back-pressure (at most every 100 ms),
 one claim transaction (a multi-row `INSERT ... ON CONFLICT DO NOTHING`
 carrying each payload hash; one fsync for the round) and one Lua call that
 creates and pushes every new job. The claim is the idempotency record and
@@ -18,11 +18,13 @@ both the claim commit and the enqueue. A round that fails part way answers
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from redis import Redis
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, TEXT
 
@@ -153,7 +155,7 @@ def _claim_and_enqueue(ctx: Context, submissions: list[Submission]) -> list[Outc
         command_id = batch[i].id
         if command_id in claimed:
             outcomes[i] = Submitted(command_id, CommandStatus.QUEUED, partitions[i], False, claimed[command_id])
-            to_enqueue.append(Claim(partitions[i], payloads[i], submissions[i].request_id))
+            to_enqueue.append(Claim(partitions[i], payloads[i], submissions[i].request_id, fresh=True))
             continue
         row = existing[command_id]
         if row.payload_hash != hashes[i]:
@@ -254,15 +256,32 @@ def _check_debits_on_one_partition(ctx: Context, batch: list[AnyCommand], outcom
                 )
 
 
+class QueueDepths:
+    """Each partition's queue depth as last read, read again once older than `fresh_s`: the bound is
+    a million-job backstop, not a count, and a read per round was a Redis call per round."""
+
+    def __init__(self, fresh_s: float = 0.1) -> None:
+        self.fresh_s = fresh_s
+        self.known: dict[int, tuple[int, float]] = {}
+
+    def of(self, redis: Redis, partitions: list[int]) -> dict[int, int]:
+        now = time.monotonic()
+        stale = [p for p in partitions if p not in self.known or now - self.known[p][1] > self.fresh_s]
+        if stale:
+            with redis.pipeline(transaction=False) as pipe:
+                for partition in stale:
+                    pipe.llen(queue_key(partition))
+                for partition, depth in zip(stale, pipe.execute(), strict=True):
+                    self.known[partition] = (int(depth), now)
+        return {p: self.known[p][0] for p in partitions}
+
+
 def _check_depth(ctx: Context, partitions: list[int], outcomes: list[Outcome | None]) -> None:
     """Back-pressure before the claim: a refused command is not claimed, so a retry is a fresh submit."""
     wanted = sorted({p for p, o in zip(partitions, outcomes, strict=True) if o is None})
     if not wanted:
         return
-    with ctx.redis.pipeline(transaction=False) as pipe:
-        for partition in wanted:
-            pipe.llen(queue_key(partition))
-        depths = dict(zip(wanted, pipe.execute(), strict=True))
+    depths = ctx.queue_depths.of(ctx.redis, wanted)
     limit = ctx.settings.queue_depth_max
     for i, partition in enumerate(partitions):
         if outcomes[i] is None and depths[partition] >= limit:

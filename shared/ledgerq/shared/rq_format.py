@@ -10,10 +10,11 @@ JSON data naming `ledgerq.worker.jobs.apply_command`, status
 `queued`, pushed on `rq:queue:ledgerq-p<N>`), so `rq info` and RQ's Job API
 read it. Instead of RQ's one-Lua-call-per-job unique enqueue we run one Lua
 script for a whole submit round with the same rule: a job whose hash exists
-is left alone. The hash lives until the command is final (then
-`result_ttl`), so for a command still `queued` in Postgres "no hash" means
-"never enqueued" (or lost by a Redis without durable AOF), and enqueueing
-again is safe. The API does it on accept and on a replay; a worker does it
+is left alone. The hash lives until the command is final (then it is
+deleted, or kept `result_ttl`), so for a command still `queued` in Postgres
+"no hash" means "never enqueued" (or lost by a Redis without durable AOF),
+and enqueueing again is safe: a replay racing the outcome at most queues a
+job whose command is already final, which the worker skips. The API does it on accept and on a replay; a worker does it
 for its partition's orphans when it takes the partition.
 """
 
@@ -30,7 +31,15 @@ from typing import Any, NamedTuple
 from redis import Redis
 
 from ledgerq.shared.commands import canonical_json
-from ledgerq.shared.keys import JOB_FUNC, JOB_FUNCS_ACCEPTED, LUA_KEY_PREFIXES, job_id, queue_name
+from ledgerq.shared.keys import (
+    JOB_FUNC,
+    JOB_FUNCS_ACCEPTED,
+    LUA_KEY_PREFIXES,
+    QUEUES_KEY,
+    job_id,
+    queue_key,
+    queue_name,
+)
 from ledgerq.shared.settings import Settings
 from ledgerq.shared.signing import sign, verify_canonical
 
@@ -48,8 +57,10 @@ FIELDS = (
     "timeout",
 )
 
-# ARGV: len(FIELDS), the field names, then per job: job id, queue name, one value per field.
-# Pushes keep argument order within each queue; queues are registered in rq:queues for `rq info`.
+# ARGV: len(FIELDS), the field names, then per job: job id, queue name, "1" if its claim was made in
+# this round (no job can exist: the EXISTS check is skipped), one value per field.
+# Pushes keep argument order within each queue. Queues are listed in rq:queues (for `rq info`) by
+# `enqueue_commands` once per process and queue, and by each worker when it starts.
 _ENQUEUE = (
     LUA_KEY_PREFIXES
     + """
@@ -59,13 +70,13 @@ for f = 1, nf do names[f] = ARGV[1 + f] end
 local pushes, queues, pushed = {}, {}, {}
 local i = 2 + nf
 while i <= #ARGV do
-  local id, queue = ARGV[i], ARGV[i + 1]
+  local id, queue, fresh = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local key = JOB .. id
-  if redis.call('EXISTS', key) == 0 then
+  if fresh == '1' or redis.call('EXISTS', key) == 0 then
     local args = {}
     for f = 1, nf do
       args[2 * f - 1] = names[f]
-      args[2 * f] = ARGV[i + 1 + f]
+      args[2 * f] = ARGV[i + 2 + f]
     end
     redis.call('HSET', key, unpack(args))
     if not pushes[queue] then pushes[queue] = {}; queues[#queues + 1] = queue end
@@ -73,14 +84,13 @@ while i <= #ARGV do
     list[#list + 1] = id
     pushed[#pushed + 1] = id
   end
-  i = i + 2 + nf
+  i = i + 3 + nf
 end
 for _, queue in ipairs(queues) do
   local ids = pushes[queue]
   for from = 1, #ids, 500 do
     redis.call('RPUSH', QUEUE .. queue, unpack(ids, from, math.min(from + 499, #ids)))
   end
-  redis.call('SADD', QUEUES, QUEUE .. queue)
 end
 return pushed
 """
@@ -88,11 +98,13 @@ return pushed
 
 
 class Claim(NamedTuple):
-    """A claimed command to enqueue; the request id rides along (unsigned) for the worker's log lines."""
+    """A claimed command to enqueue; the request id rides along (unsigned) for the worker's log lines.
+    `fresh`: claimed in this very round, so no job of it can exist yet (one Redis call saved)."""
 
     partition: int
     payload: dict[str, Any]
     request_id: str | None = None
+    fresh: bool = False
 
 
 def job_fields(claim: Claim, settings: Settings, now: str) -> list[str | bytes | int]:
@@ -124,9 +136,18 @@ def enqueue_commands(redis: Redis, claims: Sequence[Claim], settings: Settings) 
     now = rq_now()
     args: list[str | bytes | int] = [len(FIELDS), *FIELDS]
     for claim in claims:
-        args += [job_id(claim.payload["id"]), queue_name(claim.partition), *job_fields(claim, settings, now)]
+        fresh = "1" if claim.fresh else "0"
+        args += [job_id(claim.payload["id"]), queue_name(claim.partition), fresh, *job_fields(claim, settings, now)]
     pushed = redis.register_script(_ENQUEUE)(args=args)  # EVALSHA, loading the script on first use
+    unlisted = {queue_key(c.partition) for c in claims} - _LISTED
+    if unlisted:
+        redis.sadd(QUEUES_KEY, *unlisted)
+        _LISTED.update(unlisted)
     return {p.decode() if isinstance(p, bytes) else p for p in pushed}
+
+
+_LISTED: set[str] = set()
+"""Queues this process has listed in rq:queues (a set member, so listing again is harmless)."""
 
 
 def rq_now() -> str:

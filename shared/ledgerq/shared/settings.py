@@ -22,8 +22,10 @@ class Settings(BaseSettings):
     # Most submits (or audit rows) one API process claims in one transaction.
     claim_batch_max: int = Field(default=1_000, ge=1, le=10_000)
     lease_ttl_ms: int = Field(default=5_000, ge=500, le=600_000)
-    # Kept in Redis after a job ends; outcomes live in Postgres, so this is cosmetic.
-    result_ttl_s: int = Field(default=3_600, ge=1)
+    # How long a finished job's hash stays in Redis. 0 (the default): deleted when its outcome is
+    # recorded; outcomes live in Postgres, so Redis holds only queued and in-flight jobs, bounded by
+    # `queue_depth_max` per partition. More: RQ dashboards show finished jobs, at ~1 KB each.
+    result_ttl_s: int = Field(default=0, ge=0)
     failure_ttl_s: int = Field(default=7 * 86_400, ge=1)
     # Attempts of one command whose apply raises before it is recorded `failed`.
     poison_attempts_max: int = Field(default=3, ge=1, le=100)
@@ -36,8 +38,9 @@ class Settings(BaseSettings):
     # HMAC key shared by API and workers (required by both; at least 32 characters).
     signing_key: SecretStr | None = None
     signing_keys_previous: str = ""
-    # Back-pressure: a submit to a partition with this many jobs waiting gets a 503.
-    queue_depth_max: int = Field(default=1_000_000, ge=1)
+    # Back-pressure: a submit to a partition with this many jobs waiting gets a 503. With it, Redis
+    # holds at most P x queue_depth_max jobs of ~1 KB (the default: 100 MB per partition).
+    queue_depth_max: int = Field(default=100_000, ge=1)
     # Per API key, in the `limits` notation ("N/second", "N/minute").
     rate_limit: str = "5000/second"
     # Where a worker's `--metrics-port` listens; 0.0.0.0 in a container so Prometheus can reach it.

@@ -1,13 +1,14 @@
 """A partition's queue as its owner sees it: take a batch in order, complete it, fenced by the lease.
 
 Jobs move atomically from RQ's queue list to the partition's in-flight list
-(LMOVE in a Lua script). A new owner finds a dead owner's in-flight jobs at
+(a batch at a time, in a Lua script). A new owner finds a dead owner's in-flight jobs at
 the head of that list and re-applies them first, so order survives a crash
 without RQ's abandoned-job sweep (which would fail or re-queue at the back).
 Both scripts check the lease token, so an owner that lost its lease cannot
 take or trim anything. A taken job is also listed in RQ's StartedJobRegistry
 with an infinite expiry, so `rq info` shows it executing while RQ's
-maintenance never sweeps it as abandoned.
+maintenance never sweeps it as abandoned. A finished job's hash is deleted when its outcome is
+recorded (Postgres keeps every outcome), so Redis holds what is queued or in flight, not history.
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_
 local limit = tonumber(ARGV[2])
 local ids = redis.call('LRANGE', KEYS[2], 0, limit - 1)
 local recovered = #ids
-while #ids < limit do
-  local id = redis.call('LMOVE', KEYS[3], KEYS[2], 'LEFT', 'RIGHT')
-  if not id then break end
-  ids[#ids + 1] = id
-  redis.call('HSET', JOB .. id, 'status', 'started', 'started_at', ARGV[3])
+if #ids < limit then
+  -- The next jobs move in flight in three calls for the whole batch, not one LMOVE each.
+  local more = redis.call('LRANGE', KEYS[3], 0, limit - #ids - 1)
+  if #more > 0 then
+    redis.call('LTRIM', KEYS[3], #more, -1)
+    for from = 1, #more, 500 do redis.call('RPUSH', KEYS[2], unpack(more, from, math.min(from + 499, #more))) end
+    for _, id in ipairs(more) do
+      ids[#ids + 1] = id
+      redis.call('HSET', JOB .. id, 'status', 'started', 'started_at', ARGV[3])
+    end
+  end
 end
 local data, wip = {}, {}
 for i, id in ipairs(ids) do
@@ -57,6 +64,9 @@ return {recovered, ids, data}
 """
 )
 
+# A finished job's hash is deleted (one UNLINK for the batch) unless a result TTL is set: Postgres
+# holds every outcome, so Redis holds only what is queued or in flight. A failed job's hash stays
+# for `failure_ttl` in RQ's FailedJobRegistry, for operators to look at.
 _COMPLETE = (
     LUA_KEY_PREFIXES
     + """
@@ -66,22 +76,23 @@ local now_s = tonumber(ARGV[3])
 local ended = ARGV[4]
 local result_ttl = tonumber(ARGV[5])
 local failure_ttl = tonumber(ARGV[6])
-local wip = {}
+local wip, gone = {}, {}
 for i = 7, #ARGV, 2 do
   local id, status = ARGV[i], ARGV[i + 1]
   local key = JOB .. id
   wip[#wip + 1] = id .. ':ledgerq'
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'status', status, 'ended_at', ended)
-    if status == 'failed' then
-      redis.call('EXPIRE', key, failure_ttl)
-      redis.call('ZADD', KEYS[4], now_s + failure_ttl, id)
-    else
-      redis.call('EXPIRE', key, result_ttl)
-      redis.call('ZADD', KEYS[3], now_s + result_ttl, id)
+  if status == 'failed' or result_ttl > 0 then
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('HSET', key, 'status', status, 'ended_at', ended)
+      local ttl = status == 'failed' and failure_ttl or result_ttl
+      redis.call('EXPIRE', key, ttl)
+      redis.call('ZADD', status == 'failed' and KEYS[4] or KEYS[3], now_s + ttl, id)
     end
+  else
+    gone[#gone + 1] = key
   end
 end
+for from = 1, #gone, 500 do redis.call('UNLINK', unpack(gone, from, math.min(from + 499, #gone))) end
 for from = 1, #wip, 500 do
   redis.call('ZREM', KEYS[5], unpack(wip, from, math.min(from + 499, #wip)))
 end
