@@ -13,10 +13,12 @@ import time
 from typing import Any
 
 import httpx
+from redis import Redis
 from rich.console import Console
 
 from ledgerq.ops.cli import status_table
 from ledgerq.ops.verify import CHECKS
+from ledgerq.shared.keys import job_key
 from tests.chaos.cluster import LEDGERQ, PARTITIONS, Cluster
 from tests.conftest import uid
 
@@ -115,7 +117,11 @@ def test_status_and_rq_info_follow_jobs_from_queued_to_in_flight_to_finished(clu
     wait_until(lambda: done.items() <= status_row(cluster, partition).items())
     assert worker.process is not None
     assert f":{worker.process.pid}:" in status_row(cluster, partition)["owner"]
-    assert rq_queue_line(cluster, partition) == f"queue ledgerq-p{partition} 0, 0 executing, 3 finished, 0 failed"
+    # Finished jobs leave Redis with their outcome (LEDGERQ_RESULT_TTL_S=0): Postgres has them, so `rq info`
+    # counts none finished, and no job hash is left behind.
+    assert rq_queue_line(cluster, partition) == f"queue ledgerq-p{partition} 0, 0 executing, 0 finished, 0 failed"
+    redis = Redis.from_url(cluster.redis.url)
+    assert not any(redis.exists(job_key(command_id)) for command_id in ids)
 
 
 def test_piped_status_is_one_plain_line_per_partition_and_json_counts_outcomes(cluster: Cluster) -> None:
