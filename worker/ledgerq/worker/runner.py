@@ -1,9 +1,9 @@
 """One partition's owner loop: lease, recover in-flight work, then take, apply, complete, in order.
 
-Bounds: a batch is at most `batch_max` commands; a blocking wait is at most a
-third of the lease; backoff while a dependency is away is at most
-`backoff_s_max`; a command whose apply raises is tried `poison_attempts_max`
-times alone before it is recorded `failed`.
+Bounds: a batch is at most `batch_max` commands; after a small one the next take waits
+`apply_linger_ms` (a trickle shares a commit); a blocking wait is at most a third of the
+lease; backoff while a dependency is away is at most `backoff_s_max`; a command whose apply
+raises is tried `poison_attempts_max` times alone before it is recorded `failed`.
 """
 
 from __future__ import annotations
@@ -115,9 +115,14 @@ class PartitionRunner:
         return True
 
     def _serve(self) -> None:
+        linger_s = self.settings.apply_linger_ms / 1000
+        trickle = False
         while not self.stop.is_set():
             self._renew_if_due()
+            if trickle and linger_s:
+                self._sleep(linger_s)  # the last batch was small: let a few more arrive, for one commit
             taken = self.queue.take(self.lease.token, self.settings.batch_max)
+            trickle = 0 < len(taken.job_ids) < self.settings.linger_batch_below
             if not taken.job_ids:
                 self._expire_holds_if_due()
                 self.queue.wait(max(0.05, min(1.0, self.settings.lease_renew_s, self.settings.hold_sweep_s)))
