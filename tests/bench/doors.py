@@ -56,8 +56,10 @@ def _threads(n: int, work: Callable[[int], None]) -> float:
     return time.perf_counter() - started
 
 
-def closed_loop(port: int, token: str, bodies: Sequence[Body], threads: int = 32) -> float:
-    """Commands accepted per second, `threads` callers one command at a time each."""
+def _callers(
+    port: int, token: str, path: str, bodies: Sequence[Body], threads: int, accepted: Callable[[int, bytes], bool]
+) -> float:
+    """`threads` callers, each with its own connection, posting the bodies one at a time; the wall time."""
     items: Iterator[Body] = iter(bodies)
     lock = threading.Lock()
     errors: list[str] = []
@@ -70,8 +72,8 @@ def closed_loop(port: int, token: str, bodies: Sequence[Body], threads: int = 32
                     body = next(items, None)
                 if body is None:
                     return
-                status, answer = conn.post("/v1/commands", body)
-                if status != 202:
+                status, answer = conn.post(path, body)
+                if not accepted(status, answer):
                     errors.append(f"{status} {answer[:200]!r}")
                     return
         finally:
@@ -80,36 +82,22 @@ def closed_loop(port: int, token: str, bodies: Sequence[Body], threads: int = 32
     elapsed = _threads(threads, caller)
     if errors:
         raise RuntimeError(errors[0])
-    return len(bodies) / elapsed
+    return elapsed
+
+
+def closed_loop(port: int, token: str, bodies: Sequence[Body], threads: int = 32) -> float:
+    """Commands accepted per second, `threads` callers one command at a time each."""
+    return len(bodies) / _callers(port, token, "/v1/commands", bodies, threads, lambda status, _: status == 202)
 
 
 def batches(port: int, token: str, commands: Sequence[dict[str, Any]], per: int = 100, threads: int = 8) -> float:
     """Commands accepted per second through the batch endpoint."""
     bodies = [json.dumps({"commands": list(commands[i : i + per])}).encode() for i in range(0, len(commands), per)]
-    items = iter(bodies)
-    lock = threading.Lock()
-    errors: list[str] = []
 
-    def caller(_: int) -> None:
-        conn = Connection(port, token)
-        try:
-            while True:
-                with lock:
-                    body = next(items, None)
-                if body is None:
-                    return
-                status, answer = conn.post("/v1/commands/batch", body)
-                results = json.loads(answer)["results"] if status == 200 else []
-                if status != 200 or any(r["http_status"] != 202 for r in results):
-                    errors.append(f"{status} {answer[:200]!r}")
-                    return
-        finally:
-            conn.close()
+    def accepted(status: int, answer: bytes) -> bool:
+        return status == 200 and all(r["http_status"] == 202 for r in json.loads(answer)["results"])
 
-    elapsed = _threads(threads, caller)
-    if errors:
-        raise RuntimeError(errors[0])
-    return len(commands) / elapsed
+    return len(commands) / _callers(port, token, "/v1/commands/batch", bodies, threads, accepted)
 
 
 def open_loop(port: int, token: str, bodies: Sequence[Body], rate_per_s: float, senders: int = 64) -> float:
