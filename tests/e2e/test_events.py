@@ -32,7 +32,7 @@ def head(http: TestClient) -> int:
 
 def fake_event(conn: Any, command_id: str) -> None:
     row = {"n": 0, "type": "command.applied", "command_id": command_id, "accounts": [], "data": {}}
-    conn.execute(INSERT_EVENTS, {"rows": json.dumps([row])})
+    conn.exec_driver_sql(INSERT_EVENTS, {"rows": json.dumps([row])})
 
 
 def test_an_event_is_withheld_until_every_older_writer_is_done(ctx: Context) -> None:

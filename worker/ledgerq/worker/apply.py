@@ -11,20 +11,22 @@ in-flight work safe.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+import psycopg
+from psycopg.rows import namedtuple_row
+from psycopg.types.json import set_json_loads
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, any_, bindparam, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, TEXT, insert
+from sqlalchemy import Connection, Engine
 
 from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Void
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
-from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, HoldStatus, accounts, commands
+from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, HoldStatus
 from ledgerq.shared.scoping import parse_stored
 from ledgerq.worker import faults
 from ledgerq.worker.references import accounts_touched, load_references
@@ -66,83 +68,116 @@ class _Pending:
     type: str = ""
 
 
-# Bulk writes take one JSON document each: one parameter to send and parse, one statement per table
-# (all legs of a command in one INSERT), whatever the batch size.
-_INSERT_ENTRIES = text(
-    """
+# The apply path's statements are fixed SQL run on the driver's cursor (`_cursor`): at batches of one
+# or two, SQLAlchemy's per-statement compile-cache lookup and result wrapping were a third of the
+# worker's CPU. Bulk writes take one JSON document each: one parameter to send and parse, one
+# statement per table (all legs of a command in one INSERT), whatever the batch size; lookups take one
+# array (`= ANY`), so the statement text, and its prepared plan, is the same for every batch.
+_INSERT_ENTRIES = """
     INSERT INTO entries (account_id, seq, command_id, amount, balance_after, counterparty)
     SELECT account_id, seq, command_id, amount, balance_after, counterparty
-      FROM json_to_recordset(CAST(:rows AS json))
+      FROM json_to_recordset(CAST(%(rows)s AS json))
            AS v(account_id text, seq bigint, command_id text, amount bigint, balance_after bigint, counterparty text)
     """
-)
 
-_UPDATE_ACCOUNTS = text(
-    """
+_UPDATE_ACCOUNTS = """
     UPDATE accounts AS a SET balance = v.balance, entry_count = v.entry_count, held = v.held, updated_at = now()
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, balance bigint, entry_count bigint, held bigint)
+      FROM json_to_recordset(CAST(%(rows)s AS json)) AS v(id text, balance bigint, entry_count bigint, held bigint)
      WHERE a.id = v.id
     """
-)
 
-_FINISH_COMMANDS = text(
-    """
+_FINISH_COMMANDS = """
     UPDATE commands AS c
        SET status = v.status, error_code = v.error_code, error_detail = v.error_detail,
            result = v.result, finished_at = clock_timestamp(), attempts = c.attempts + 1,
            reversible_amount = v.reversible_amount
-      FROM json_to_recordset(CAST(:rows AS json))
+      FROM json_to_recordset(CAST(%(rows)s AS json))
            AS v(id text, status text, error_code text, error_detail text, result jsonb, reversible_amount bigint)
-     WHERE c.id = v.id AND c.status = 'queued'
+     WHERE c.id = v.id AND c.status NOT IN ('applied', 'rejected', 'failed')
     """
-)
 
-_PLACE_HOLDS = text(
-    """
+_PLACE_HOLDS = """
     INSERT INTO holds (id, account_id, to_account_id, partition, amount, currency, expires_at)
-    SELECT id, account_id, to_account_id, :partition, amount, currency, expires_at
-      FROM json_to_recordset(CAST(:rows AS json))
+    SELECT id, account_id, to_account_id, %(partition)s, amount, currency, expires_at
+      FROM json_to_recordset(CAST(%(rows)s AS json))
            AS v(id text, account_id text, to_account_id text, amount bigint, currency text, expires_at timestamptz)
     """
-)
 
 # One event per outcome, in the same transaction (migration 0008: why the id is made of the xid).
-INSERT_EVENTS = text(
-    """
+INSERT_EVENTS = """
     INSERT INTO events (id, type, command_id, accounts, data)
     SELECT (pg_current_xact_id()::text::bigint << 16) + v.n, v.type, v.command_id, v.accounts, v.data
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(n int, type text, command_id text, accounts text[], data jsonb)
+      FROM json_to_recordset(CAST(%(rows)s AS json))
+           AS v(n int, type text, command_id text, accounts text[], data jsonb)
     """
-)
 
 # The holds trigger refuses any change but one transition out of `pending`.
-_RESOLVE_HOLDS = text(
-    """
+_RESOLVE_HOLDS = """
     UPDATE holds AS h
        SET status = v.status, captured_amount = v.captured_amount, resolved_by = v.resolved_by,
            finished_at = clock_timestamp()
-      FROM json_to_recordset(CAST(:rows AS json))
+      FROM json_to_recordset(CAST(%(rows)s AS json))
            AS v(id text, status text, captured_amount bigint, resolved_by text)
      WHERE h.id = v.id
     """
-)
 
 # An increment, so no reversal is lost whatever was read; the commands_reversed_within CHECK holds the
 # total to the original's reversible amount.
-_REVERSED = text(
-    """
+_REVERSED = """
     UPDATE commands AS c SET reversed_amount = c.reversed_amount + v.amount
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(id text, amount bigint)
+      FROM json_to_recordset(CAST(%(rows)s AS json)) AS v(id text, amount bigint)
      WHERE c.id = v.id AND c.status = 'applied'
     """
-)
+
+
+# Every bulk statement joins a JSON recordset the planner guesses at 100 rows against a table it may
+# not have statistics for yet (a fresh or fast-growing ledger), and `status = 'queued'` matches the
+# partial queue index: left to itself it hashes every queued command (or every account) for a batch
+# of one, so a backlog drains in quadratic time. The apply transaction only ever touches rows it
+# names by key: it turns off the plans that read more (for this transaction only), and the
+# finishing UPDATE says "not final" rather than "queued" so the partial index cannot match it.
+_SELECT_COMMANDS = """
+    SELECT id, status, payload, partition, error_code, error_detail, result, payload_hash, accepted_at, currency, type
+      FROM commands WHERE id = ANY(%(ids)s)
+    """
+
+_ENSURE_WORLDS = """
+    INSERT INTO accounts (id, currency, kind) SELECT unnest(%(ids)s::text[]), unnest(%(currencies)s::text[]), 'system'
+    ON CONFLICT DO NOTHING
+    """
+
+# Sorted by id: every partition locks shared rows in one order, so two batches cannot deadlock.
+_LOCK_ACCOUNTS = """
+    SELECT id, currency, balance, overdraft_limit, entry_count, kind, held
+      FROM accounts WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
+    """
+
+_FENCE = """
+    SELECT epoch, set_config('enable_seqscan', 'off', true) || set_config('enable_hashjoin', 'off', true)
+                  || set_config('enable_mergejoin', 'off', true) AS plans
+      FROM partitions WHERE partition = %(p)s FOR SHARE
+    """
+
+
+def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
+    """The driver's cursor inside SQLAlchemy's transaction, with rows as named tuples and JSON read by
+    orjson."""
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    cursor = driver.cursor(row_factory=namedtuple_row)
+    set_json_loads(orjson.loads, cursor)
+    return cursor
+
+
+def _json(rows: list[dict[str, Any]]) -> str:
+    return orjson.dumps(rows).decode()
 
 
 def check_epoch(conn: Connection, partition: int, epoch: int) -> None:
-    """Fencing: refuse to write unless this worker's epoch is still the partition's epoch."""
-    current = conn.execute(
-        text("SELECT epoch FROM partitions WHERE partition = :p FOR SHARE"), {"p": partition}
-    ).scalar_one_or_none()
+    """Fencing: refuse to write unless this worker's epoch is still the partition's epoch.
+
+    The first statement of every fenced transaction; it also sets the transaction's plans (`_FENCE`)."""
+    row = _cursor(conn).execute(_FENCE, {"p": partition}).fetchone()
+    current = None if row is None else row.epoch
     if current != epoch:
         raise Fenced(f"partition {partition} epoch is {current}, this worker holds {epoch}")
 
@@ -166,24 +201,7 @@ def apply_batch(
     command_ids = list(dict.fromkeys(command_ids))  # a duplicated job id applies once
     with engine.begin() as conn:
         check_epoch(conn, partition, epoch)
-        rows = {
-            row.id: row
-            for row in conn.execute(
-                select(
-                    commands.c.id,
-                    commands.c.status,
-                    commands.c.payload,
-                    commands.c.partition,
-                    commands.c.error_code,
-                    commands.c.error_detail,
-                    commands.c.result,
-                    commands.c.payload_hash,
-                    commands.c.accepted_at,
-                    commands.c.currency,
-                    commands.c.type,
-                ).where(commands.c.id == any_(bindparam("ids", command_ids, type_=ARRAY(TEXT))))
-            )
-        }
+        rows = {row.id: row for row in _cursor(conn).execute(_SELECT_COMMANDS, {"ids": command_ids})}
         pending: list[_Pending] = []
         replayed: dict[str, Finished] = {}
         for command_id in command_ids:
@@ -234,11 +252,8 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
     }
     worlds = {world_account(p.currency, partition): p.currency for p in pending if p.currency is not None}
     if worlds:
-        conn.execute(
-            insert(accounts)
-            .values([{"id": w, "currency": cur, "kind": "system"} for w, cur in sorted(worlds.items())])
-            .on_conflict_do_nothing()
-        )
+        ids = sorted(worlds)
+        _cursor(conn).execute(_ENSURE_WORLDS, {"ids": ids, "currencies": [worlds[w] for w in ids]})
     wanted = sorted({a for ids in touched.values() for a in ids if not a.startswith("@")} | set(worlds))
     states = _lock_accounts(conn, wanted)
     batch = _Batch()
@@ -323,25 +338,10 @@ def _record(
     return result
 
 
-# Both lookups take one array parameter (`= ANY`), not an IN list: the statement text stays the same
-# whatever the batch size, so it is compiled and parsed once.
 def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, AccountState]:
     if not account_ids:
         return {}
-    rows = conn.execute(
-        select(
-            accounts.c.id,
-            accounts.c.currency,
-            accounts.c.balance,
-            accounts.c.overdraft_limit,
-            accounts.c.entry_count,
-            accounts.c.kind,
-            accounts.c.held,
-        )
-        .where(accounts.c.id == any_(bindparam("ids", account_ids, type_=ARRAY(TEXT))))
-        .order_by(accounts.c.id)
-        .with_for_update()
-    )
+    rows = _cursor(conn).execute(_LOCK_ACCOUNTS, {"ids": account_ids})
     return {
         r.id: AccountState(r.id, r.currency, r.balance, r.overdraft_limit, r.entry_count, r.kind == "system", r.held)
         for r in rows
@@ -349,8 +349,9 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
 
 
 def _write(conn: Connection, batch: _Batch, partition: int) -> None:
+    cur = _cursor(conn)
     if batch.entry_rows:
-        conn.execute(_INSERT_ENTRIES, {"rows": json.dumps(batch.entry_rows)})
+        cur.execute(_INSERT_ENTRIES, {"rows": _json(batch.entry_rows)})
     touched = sorted({r["account_id"] for r in batch.entry_rows} | batch.held_changed)
     if touched:
         rows = [
@@ -362,7 +363,7 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
             }
             for a in touched
         ]
-        updated = conn.execute(_UPDATE_ACCOUNTS, {"rows": json.dumps(rows)}).rowcount
+        updated = cur.execute(_UPDATE_ACCOUNTS, {"rows": _json(rows)}).rowcount
         if updated != len(touched):
             raise InvariantViolation(f"updated {updated} of {len(touched)} account rows")
     if batch.holds_placed:
@@ -377,7 +378,7 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
             }
             for h in batch.holds_placed.values()
         ]
-        conn.execute(_PLACE_HOLDS, {"rows": json.dumps(rows), "partition": partition})
+        cur.execute(_PLACE_HOLDS, {"rows": _json(rows), "partition": partition})
     if batch.finished:
         rows = [
             {
@@ -391,7 +392,7 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
             }
             for f in batch.finished
         ]
-        finished = conn.execute(_FINISH_COMMANDS, {"rows": json.dumps(rows)}).rowcount
+        finished = cur.execute(_FINISH_COMMANDS, {"rows": _json(rows)}).rowcount
         if finished != len(batch.finished):
             # Only this partition's fenced owner finishes its commands; anything else is a second writer.
             raise InvariantViolation(f"finished {finished} of {len(batch.finished)} commands")
@@ -399,17 +400,17 @@ def _write(conn: Connection, batch: _Batch, partition: int) -> None:
         # After the commands are finished: an original applied earlier in this batch is `applied`, with
         # its reversible amount, only from here on.
         rows = [{"id": i, "amount": n} for i, n in sorted(batch.reversed.items())]
-        if conn.execute(_REVERSED, {"rows": json.dumps(rows)}).rowcount != len(rows):
+        if cur.execute(_REVERSED, {"rows": _json(rows)}).rowcount != len(rows):
             raise InvariantViolation("a reversal's original is not applied")
     if batch.finished:
-        conn.execute(INSERT_EVENTS, {"rows": json.dumps(_events(batch, partition))})
+        cur.execute(INSERT_EVENTS, {"rows": _json(_events(batch, partition))})
     if batch.holds_resolved:
         # After the commands are finished: `resolved_by` names a capture or void that is final.
         rows = [
             {"id": h.id, "status": h.status, "captured_amount": h.captured_amount, "resolved_by": h.resolved_by}
             for h in batch.holds_resolved.values()
         ]
-        if conn.execute(_RESOLVE_HOLDS, {"rows": json.dumps(rows)}).rowcount != len(rows):
+        if cur.execute(_RESOLVE_HOLDS, {"rows": _json(rows)}).rowcount != len(rows):
             raise InvariantViolation("a resolved hold has no row")
 
 

@@ -95,5 +95,5 @@ def expire_holds(engine: Engine, partition: int, epoch: int, limit: int = SWEEP_
             }
             for n, e in enumerate(expired)
         ]
-        conn.execute(INSERT_EVENTS, {"rows": json.dumps(events)})
+        conn.exec_driver_sql(INSERT_EVENTS, {"rows": json.dumps(events)})
     return expired
