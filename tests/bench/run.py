@@ -6,6 +6,8 @@
 Starts private PostgreSQL (fsync on, synchronous commit) and Redis (AOF appendfsync always) and measures:
 - B: `SELECT ... FOR UPDATE` + UPDATE + INSERT per command, 16 connections;
 - E: stock RQ, one job per command, a SimpleWorker applying the same SQL;
+- F: the HTTP framework's floor, a bare FastAPI POST under uvicorn, driven like the `http` door
+  (`tests/bench/floor.py`), with its server's CPU per request;
 - ledgerq end to end (accepted -> applied, P worker processes, `ledgerq api` as one uvicorn process):
   - `http`: 32 threads, each a keep-alive connection sending one command and waiting for its 202
     (a web backend's worker pool);
@@ -45,7 +47,7 @@ import psycopg
 from redis import Redis
 
 from tests.bench import doors
-from tests.bench.cpu import CpuMeter
+from tests.bench.cpu import CpuMeter, self_cpu_s, tree_cpu_s
 
 CONNECTIONS = 16
 HTTP_PROCESSES = 1
@@ -113,6 +115,27 @@ def baseline_e(url: str, redis_url: str, n: int, hot: bool) -> tuple[float, floa
     SimpleWorker([queue], connection=redis).work(burst=True, with_scheduler=False, logging_level="WARNING")
     per_s = n / (time.perf_counter() - started)
     return per_s, (redis_calls(redis) - calls) / n
+
+
+def baseline_f(n: int) -> tuple[float, float, float]:
+    """Requests/s, server CPU ms and client CPU ms per request of the bare FastAPI app."""
+    from ledgerq.ops.embedded import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "tests.bench.floor:app", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    try:
+        wait_http(port)
+        bodies = [json.dumps({"id": f"f{i}", "amount": 1}).encode() for i in range(n)]
+        server_s, client_s = tree_cpu_s([server.pid]), self_cpu_s()
+        per_s = doors.closed_loop(port, "unused", bodies)
+        return per_s, 1000 * (tree_cpu_s([server.pid]) - server_s) / n, 1000 * (self_cpu_s() - client_s) / n
+    finally:
+        server.terminate()
+        server.wait()
 
 
 # -- ledgerq ------------------------------------------------------------------------------------------
@@ -575,6 +598,12 @@ def main() -> None:
             f"P={args.partitions}; CPU columns: ms per command"
         )
         print(HEADER)
+        if "http" in args.doors:
+            f_rate, f_server, f_client = baseline_f(args.commands)
+            print(
+                f"{'F  bare FastAPI POST (framework floor)':<40} {f_rate:>7.0f} {'':>8} {'':>6} {'':>7} {'':>7} "
+                f"{'':>7} {f_client:>6.3f} {f_server:>6.3f}"
+            )
         best_http: dict[str, float] = {}
         for shape in args.shapes:
             hot = shape == "hot"
