@@ -17,11 +17,12 @@ import re
 import secrets
 from typing import Any
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledgerq.api.body import BATCH_BODY_BYTES_MAX, RECONCILIATION_BODY_BYTES_MAX
+from ledgerq.shared.db import driver_cursor
 from ledgerq.shared.logs import REQUEST_ID
 from ledgerq.shared.schema import audit_log
 
@@ -163,22 +164,20 @@ async def _record(app_state: Any, row: dict[str, Any]) -> None:
         raise outcome
 
 
-_INSERT_ROWS = text(
-    """
+_INSERT_ROWS = """
     INSERT INTO audit_log (key_id, client_addr, request_id, method, path, body_sha256, status, request_body,
                            response_body)
     SELECT key_id, client_addr, request_id, method, path, body_sha256, status, request_body, response_body
-      FROM json_to_recordset(CAST(:rows AS json)) AS v(
+      FROM json_to_recordset(CAST(%(rows)s AS json)) AS v(
            key_id text, client_addr text, request_id text, method text, path text, body_sha256 text, status int,
            request_body text, response_body text)
     """
-)
 
 
 def write_audit_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[None]:
     """The audit group-commit flush: all rows of a round in one statement with one JSON parameter."""
     with engine.begin() as conn:
-        conn.execute(_INSERT_ROWS, {"rows": json.dumps(rows)})
+        driver_cursor(conn).execute(_INSERT_ROWS, {"rows": json.dumps(rows)})
     return [None] * len(rows)
 
 

@@ -25,11 +25,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis import Redis
-from sqlalchemy import Connection, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, TEXT
+from sqlalchemy import Connection
 
 from ledgerq.api.references import Route, refuse_unclaimed_targets, route
 from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Transaction, Void, payload_hash
+from ledgerq.shared.db import driver_cursor
 from ledgerq.shared.errors import (
     CurrencyMismatch,
     IdempotencyConflict,
@@ -73,21 +73,17 @@ Outcome = Submitted | LedgerError
 # each other in one order (no deadlock).
 # `accepted_at` is the clock when the row is written, after any hold lock was granted
 # (`ledgerq.shared.hold_locks`): a capture that waited for the expiry sweep is accepted after it.
-_CLAIM = text(
-    """
+_CLAIM = """
     INSERT INTO commands (id, payload_hash, type, partition, payload, ref_id, currency, accepted_at)
     SELECT v.id, v.hash, v.type, v.partition, v.payload, v.ref_id, v.currency, clock_timestamp()
-      FROM json_to_recordset(CAST(:rows AS json))
+      FROM json_to_recordset(CAST(%(rows)s AS json))
            AS v(id text, hash text, type text, partition int, payload jsonb, ref_id text, currency text)
      ORDER BY v.id
     ON CONFLICT (id) DO NOTHING
     RETURNING id, accepted_at
     """
-)
 
-_EXISTING = text(
-    "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(:ids)"
-).bindparams(bindparam("ids", type_=ARRAY(TEXT)))
+_EXISTING = "SELECT id, payload_hash, status, partition, accepted_at FROM commands WHERE id = ANY(%(ids)s)"
 
 
 def submit(ctx: Context, command: AnyCommand, request_id: str | None = None) -> Submitted:
@@ -178,9 +174,10 @@ def _claim(
     routes: list[Route],
 ) -> tuple[dict[str, datetime], dict[str, Any]]:
     lock_for_claim(conn, sorted({c.hold_id for i in todo if isinstance(c := batch[i], Capture | Void)}))
+    cursor = driver_cursor(conn)
     claimed = {
         row.id: row.accepted_at
-        for row in conn.execute(
+        for row in cursor.execute(
             _CLAIM,
             {
                 "rows": json.dumps(
@@ -201,7 +198,7 @@ def _claim(
         )
     }
     others = [batch[i].id for i in todo if batch[i].id not in claimed]
-    existing = {row.id: row for row in conn.execute(_EXISTING, {"ids": others})} if others else {}
+    existing = {row.id: row for row in cursor.execute(_EXISTING, {"ids": others})} if others else {}
     return claimed, existing
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select, update
 
+from ledgerq.shared.db import driver_cursor
 from ledgerq.shared.schema import SCOPES, api_keys
 
 SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
@@ -66,6 +67,10 @@ _COLUMNS = (
 )
 
 
+# One statement text for any number of keys (`= ANY`, not an IN list), so it is prepared once.
+_BY_IDS = "SELECT secret_hash, id, name, scope, prefix, created_at, revoked_at FROM api_keys WHERE id = ANY(%(ids)s)"
+
+
 def authenticate(engine: Engine, token: str) -> ApiKey | None:
     """The live key this token names, or None (unknown, wrong secret, revoked)."""
     return authenticate_many(engine, [token])[0]
@@ -79,10 +84,7 @@ def authenticate_many(engine: Engine, tokens: list[str]) -> list[ApiKey | None]:
     rows = {}
     if wanted:
         with engine.connect() as conn:
-            rows = {
-                r.id: r
-                for r in conn.execute(select(api_keys.c.secret_hash, *_COLUMNS).where(api_keys.c.id.in_(wanted)))
-            }
+            rows = {r.id: r for r in driver_cursor(conn).execute(_BY_IDS, {"ids": wanted})}
     keys: list[ApiKey | None] = []
     for p in parsed:
         row = rows.get(p[0]) if p is not None else None

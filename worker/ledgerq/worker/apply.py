@@ -17,13 +17,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg.rows import namedtuple_row
-from psycopg.types.json import set_json_loads
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine
 
 from ledgerq.shared.commands import AnyCommand, Capture, Reversal, Void
+from ledgerq.shared.db import driver_cursor
 from ledgerq.shared.errors import Fenced, InvariantViolation
 from ledgerq.shared.routing import world_account
 from ledgerq.shared.schema import FINAL_STATUSES, CommandStatus, HoldStatus
@@ -68,7 +66,7 @@ class _Pending:
     type: str = ""
 
 
-# The apply path's statements are fixed SQL run on the driver's cursor (`_cursor`): at batches of one
+# The apply path's statements are fixed SQL run on the driver's cursor (`driver_cursor`): at batches of one
 # or two, SQLAlchemy's per-statement compile-cache lookup and result wrapping were a third of the
 # worker's CPU. Bulk writes take one JSON document each: one parameter to send and parse, one
 # statement per table (all legs of a command in one INSERT), whatever the batch size; lookups take one
@@ -159,15 +157,6 @@ _FENCE = """
     """
 
 
-def _cursor(conn: Connection) -> psycopg.Cursor[Any]:
-    """The driver's cursor inside SQLAlchemy's transaction, with rows as named tuples and JSON read by
-    orjson."""
-    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-    cursor = driver.cursor(row_factory=namedtuple_row)
-    set_json_loads(orjson.loads, cursor)
-    return cursor
-
-
 def _json(rows: list[dict[str, Any]]) -> str:
     return orjson.dumps(rows).decode()
 
@@ -176,7 +165,7 @@ def check_epoch(conn: Connection, partition: int, epoch: int) -> None:
     """Fencing: refuse to write unless this worker's epoch is still the partition's epoch.
 
     The first statement of every fenced transaction; it also sets the transaction's plans (`_FENCE`)."""
-    row = _cursor(conn).execute(_FENCE, {"p": partition}).fetchone()
+    row = driver_cursor(conn).execute(_FENCE, {"p": partition}).fetchone()
     current = None if row is None else row.epoch
     if current != epoch:
         raise Fenced(f"partition {partition} epoch is {current}, this worker holds {epoch}")
@@ -201,7 +190,7 @@ def apply_batch(
     command_ids = list(dict.fromkeys(command_ids))  # a duplicated job id applies once
     with engine.begin() as conn:
         check_epoch(conn, partition, epoch)
-        rows = {row.id: row for row in _cursor(conn).execute(_SELECT_COMMANDS, {"ids": command_ids})}
+        rows = {row.id: row for row in driver_cursor(conn).execute(_SELECT_COMMANDS, {"ids": command_ids})}
         pending: list[_Pending] = []
         replayed: dict[str, Finished] = {}
         for command_id in command_ids:
@@ -253,7 +242,7 @@ def _plan_batch(conn: Connection, partition: int, pending: list[_Pending]) -> _B
     worlds = {world_account(p.currency, partition): p.currency for p in pending if p.currency is not None}
     if worlds:
         ids = sorted(worlds)
-        _cursor(conn).execute(_ENSURE_WORLDS, {"ids": ids, "currencies": [worlds[w] for w in ids]})
+        driver_cursor(conn).execute(_ENSURE_WORLDS, {"ids": ids, "currencies": [worlds[w] for w in ids]})
     wanted = sorted({a for ids in touched.values() for a in ids if not a.startswith("@")} | set(worlds))
     states = _lock_accounts(conn, wanted)
     batch = _Batch()
@@ -341,7 +330,7 @@ def _record(
 def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, AccountState]:
     if not account_ids:
         return {}
-    rows = _cursor(conn).execute(_LOCK_ACCOUNTS, {"ids": account_ids})
+    rows = driver_cursor(conn).execute(_LOCK_ACCOUNTS, {"ids": account_ids})
     return {
         r.id: AccountState(r.id, r.currency, r.balance, r.overdraft_limit, r.entry_count, r.kind == "system", r.held)
         for r in rows
@@ -349,7 +338,7 @@ def _lock_accounts(conn: Connection, account_ids: list[str]) -> dict[str, Accoun
 
 
 def _write(conn: Connection, batch: _Batch, partition: int) -> None:
-    cur = _cursor(conn)
+    cur = driver_cursor(conn)
     if batch.entry_rows:
         cur.execute(_INSERT_ENTRIES, {"rows": _json(batch.entry_rows)})
     touched = sorted({r["account_id"] for r in batch.entry_rows} | batch.held_changed)
