@@ -144,6 +144,8 @@ class PostgresServer:
     bindir: Path = field(default_factory=find_pg_bindir)
     database: str = "ledgerq"
     process: subprocess.Popen[Any] | None = None
+    # More server settings ("name=value"), e.g. the benchmark's pg_stat_statements.
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -204,6 +206,7 @@ class PostgresServer:
                 "fsync=on",
                 "-c",
                 "synchronous_commit=on",
+                *[arg for option in self.options for arg in ("-c", option)],
             ],
             stdout=log,
             stderr=log,
