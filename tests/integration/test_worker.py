@@ -254,16 +254,3 @@ def test_postgres_outage_pauses_the_partition_without_skipping(tmp_path: Path, s
         postgres.stop()
 
 
-def test_a_claim_whose_job_was_lost_is_requeued_by_the_next_owner(ctx: Context, client: LedgerClient) -> None:
-    """Nothing claimed is left behind: a command with no job (Redis lost it, or the API died before
-    enqueueing) is queued again when a worker takes the partition, and applied once."""
-    partition = 2
-    account = account_on(ctx, partition)
-    command_id = deposit(client, account, 77)
-    redis = Redis.from_url(ctx.settings.redis_url)
-    redis.delete(f"rq:job:{job_id(command_id)}")
-    redis.lrem(queue_key(partition), 0, job_id(command_id))
-    r = runner(ctx.settings, ctx, partition)
-    run_until_idle(r, partition)
-    assert r.counts["orphans"] >= 1
-    assert statuses(ctx, [command_id]) == ["applied"] and entries_of(ctx, account) == [(1, command_id, 77)]

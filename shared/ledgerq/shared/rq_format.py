@@ -1,4 +1,4 @@
-"""RQ's job format as ledgerq writes it (the API, and a worker for orphans) and reads it (the worker).
+"""RQ's job format as ledgerq writes it (the API, and a worker for a refused job's claim) and reads it (the worker).
 
 Writing: claimed commands go on their partitions' RQ queues, exactly once, many per round trip.
 Reading: the job data is decoded as JSON (never pickle), only ledgerq's own function name is
@@ -15,7 +15,8 @@ deleted, or kept `result_ttl`), so for a command still `queued` in Postgres
 "no hash" means "never enqueued" (or lost by a Redis without durable AOF),
 and enqueueing again is safe: a replay racing the outcome at most queues a
 job whose command is already final, which the worker skips. The API does it on accept and on a replay; a worker does it
-for its partition's orphans when it takes the partition.
+for a claim whose job it refused as forged. (A claim whose job Redis lost is applied from Postgres in
+acceptance order: `ledgerq.worker.apply`.)
 """
 
 from __future__ import annotations

@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     failure_ttl_s: int = Field(default=7 * 86_400, ge=1)
     # Attempts of one command whose apply raises before it is recorded `failed`.
     poison_attempts_max: int = Field(default=3, ge=1, le=100)
+    # Orphans: claims still `queued` whose job Redis no longer has (a failover that lost the last
+    # writes, a restore from an older AOF, an API that died between claim and enqueue). Each batch
+    # applies those accepted before its newest command, ahead of the later ones (acceptance order);
+    # an idle owner, every `orphan_scan_s`, those accepted at least `orphan_after_s` ago (longer
+    # than an API's claim-to-enqueue step takes; a job that turns up after all is a replay).
+    orphan_after_s: float = Field(default=5.0, gt=0, le=3_600)
+    orphan_scan_s: float = Field(default=1.0, gt=0, le=60)
     # How often an idle partition's owner releases expired holds (DESIGN: within 5 s).
     hold_sweep_s: float = Field(default=1.0, gt=0, le=5)
     # Backoff while Postgres or Redis is unreachable.

@@ -179,12 +179,19 @@ def apply_batch(
     failures: dict[str, str] | None = None,
     before_commit: Callable[[], None] | None = None,
     expected_hashes: dict[str, str] | None = None,
+    lost: Callable[[list[str]], set[str]] | None = None,
+    idle_after_s: float = 5.0,
 ) -> list[Finished]:
     """Apply `command_ids` in order in one transaction; `failures` are recorded `failed` instead.
 
     Returns one `Finished` per id found in Postgres, in the given order. Ids with no
     command row, or whose signed job payload differs from the claim (`expected_hashes`),
     are left out: the caller fails their jobs without touching the ledger.
+
+    With `lost` (which of these claims' jobs Redis no longer has), this partition's claims still
+    queued, accepted before the batch's newest command (for an empty batch: `idle_after_s` ago) and
+    lost are applied too, each ahead of the batch's commands accepted after it (`_ORPHANS`); their
+    `Finished` come in that order.
     """
     failures = failures or {}
     command_ids = list(dict.fromkeys(command_ids))  # a duplicated job id applies once
@@ -205,21 +212,88 @@ def apply_batch(
                     command_id, row.status, row.error_code, row.error_detail, row.result, replayed=True
                 )
             else:
-                parsed: AnyCommand | str
-                if row.partition != partition:
-                    parsed = f"command belongs to partition {row.partition}"
-                elif command_id in failures:
-                    parsed = failures[command_id]
-                else:
-                    parsed = _parse(row.payload)
-                currency = row.currency or row.payload.get("currency")
-                pending.append(_Pending(command_id, parsed, row.accepted_at, currency, row.type))
+                pending.append(_pending(row, partition, failures))
+        order = command_ids
+        if lost is not None and (pending or not command_ids):
+            pending = _with_orphans(conn, partition, pending, command_ids, lost, idle_after_s)
+            order = list(dict.fromkeys([p.command_id for p in pending] + command_ids))
         batch = _plan_batch(conn, partition, pending)
         _write(conn, batch, partition)
         if before_commit is not None:
             before_commit()
     done = {f.command_id: f for f in batch.finished} | replayed
-    return [done[c] for c in command_ids if c in done]
+    return [done[c] for c in order if c in done]
+
+
+def _pending(row: Any, partition: int, failures: dict[str, str]) -> _Pending:
+    parsed: AnyCommand | str
+    if row.partition != partition:
+        parsed = f"command belongs to partition {row.partition}"
+    elif row.id in failures:
+        parsed = failures[row.id]
+    else:
+        parsed = _parse(row.payload)
+    currency = row.currency or row.payload.get("currency")
+    return _Pending(row.id, parsed, row.accepted_at, currency, row.type)
+
+
+# Orphans: claims whose job Redis no longer has (a failover that lost the last writes, a restore from
+# an older AOF, an API that died between claim and enqueue). A job is pushed before its 202 and an
+# owner takes its queue in order, so a claim accepted before a command of this batch and still
+# `queued` should be in this batch, in flight or behind it only if the two raced in from two API
+# processes; if Redis has no job for it, it is applied now from its claim, ahead of the batch's
+# commands accepted after it: acceptance order. A claim whose enqueue is merely slow is applied a
+# little early, still in acceptance order, and its job is then a replay. The partial queue index
+# finds the candidates; in the common case the range holds only the batch itself.
+_ORPHANS = """
+    SELECT id FROM commands
+     WHERE partition = %(p)s AND status = 'queued'
+       AND accepted_at < coalesce(%(before)s::timestamptz, clock_timestamp() - make_interval(secs => %(idle)s))
+     ORDER BY accepted_at
+     LIMIT %(n)s
+    """
+# The batch itself is in that range and left out here, not by `id <> ALL(...)` (batch x range
+# comparisons); only the lost ones' rows are then read.
+_ORPHAN_ROWS = """
+    SELECT id, status, payload, partition, error_code, error_detail, result, payload_hash, accepted_at, currency, type
+      FROM commands WHERE id = ANY(%(ids)s) AND status = 'queued' ORDER BY accepted_at
+    """
+ORPHAN_CANDIDATES_MAX = 1_000
+
+
+def _with_orphans(
+    conn: Connection,
+    partition: int,
+    pending: list[_Pending],
+    command_ids: list[str],
+    lost: Callable[[list[str]], set[str]],
+    idle_after_s: float,
+) -> list[_Pending]:
+    newest = max((p.accepted_at for p in pending), default=None)  # None: an idle owner's scan
+    cursor = driver_cursor(conn)
+    in_batch = set(command_ids)
+    ranged = cursor.execute(
+        _ORPHANS,
+        {"p": partition, "before": newest, "idle": idle_after_s, "n": len(in_batch) + ORPHAN_CANDIDATES_MAX},
+    )
+    candidates = [row.id for row in ranged if row.id not in in_batch]
+    gone = lost(candidates) if candidates else set()
+    if not gone:
+        return pending
+    orphans = [_pending(row, partition, {}) for row in cursor.execute(_ORPHAN_ROWS, {"ids": sorted(gone)})]
+    if not orphans:
+        return pending
+    merged: list[_Pending] = []
+    rest = iter(orphans)
+    orphan = next(rest, None)
+    for p in pending:  # the batch keeps its own order; each orphan goes before the first accepted after it
+        while orphan is not None and orphan.accepted_at < p.accepted_at:
+            merged.append(orphan)
+            orphan = next(rest, None)
+        merged.append(p)
+    if orphan is not None:
+        merged += [orphan, *rest]
+    return merged
 
 
 def _parse(payload: dict[str, Any]) -> AnyCommand | str:

@@ -1,6 +1,6 @@
-"""Commands claimed in Postgres whose job never reached Redis (an API crash or a Redis outage between
-claim and enqueue, or a Redis that lost data): a new owner queues them again so nothing is left behind.
-They were never acknowledged with a 202, so no order was promised for them."""
+"""Queue a claim again when its job was refused (forged or damaged data under its id): the genuine
+command gets a fresh signed job from its claim. (Claims whose job Redis lost altogether are applied
+from Postgres in acceptance order by the owner's batches: `ledgerq.worker.apply._ORPHANS`.)"""
 
 from __future__ import annotations
 
@@ -12,20 +12,6 @@ from sqlalchemy import Engine, text
 from ledgerq.shared.keys import job_key
 from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.settings import Settings
-
-ORPHANS_MAX = 10_000
-
-
-def requeue_orphans(engine: Engine, redis: Redis, partition: int, settings: Settings) -> int:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, payload FROM commands WHERE partition = :p AND status = 'queued' "
-                "ORDER BY accepted_at LIMIT :n"
-            ),
-            {"p": partition, "n": ORPHANS_MAX},
-        ).all()
-    return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
 
 
 def requeue_commands(engine: Engine, redis: Redis, partition: int, settings: Settings, command_ids: list[str]) -> int:

@@ -21,6 +21,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
+from ledgerq.shared.keys import job_key
 from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient
 from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.schema import CommandStatus
@@ -31,10 +32,12 @@ from ledgerq.worker.expiry import expire_holds
 from ledgerq.worker.jobs import quarantine
 from ledgerq.worker.lease import Lease, bump_epoch, new_token
 from ledgerq.worker.metrics import WorkerMetrics
-from ledgerq.worker.orphans import requeue_commands, requeue_orphans
+from ledgerq.worker.orphans import requeue_commands
 from ledgerq.worker.partition_queue import PartitionQueue, Taken
 
 log = logging.getLogger("ledgerq.worker")
+PRESENT_FOR_S = 60.0
+PRESENT_MAX = 100_000
 T = TypeVar("T")
 
 
@@ -69,6 +72,8 @@ class PartitionRunner:
         self._poison_attempts: Counter[str] = Counter()
         self._hashes: dict[str, str] = {}
         self._swept_at = 0.0
+        self._orphans_scanned_at = 0.0
+        self._present: dict[str, float] = {}  # claim id -> when its job was last seen in Redis
 
     # -- the story: own the partition, serve it, let it go --------------------------------------------
 
@@ -106,11 +111,8 @@ class PartitionRunner:
         self.metrics.lease_held.labels(self._label).set(1)
         self.metrics.lease_epoch.labels(self._label).set(self.epoch)
         log.info("partition %s: owned by %s at epoch %s", self.partition, self.lease.token, self.epoch)
-        orphans = self._with_backoff(partial(requeue_orphans, self.engine, self.redis, self.partition, self.settings))
-        if orphans:
-            self.counts["orphans"] += orphans
-            log.warning("partition %s: queued %s claimed commands that had no job", self.partition, orphans)
-        # Counted once the orphans are back in the queue: from here an empty queue means caught up.
+        # Claims whose job Redis lost are applied in acceptance order by the batches and the idle scan
+        # (`ledgerq.worker.apply._ORPHANS`), not queued again at the back here.
         self.counts["acquired"] += 1
         return True
 
@@ -124,8 +126,15 @@ class PartitionRunner:
             taken = self.queue.take(self.lease.token, self.settings.batch_max)
             trickle = 0 < len(taken.job_ids) < self.settings.linger_batch_below
             if not taken.job_ids:
+                if self._apply_orphans_if_due():
+                    continue  # Redis lost a backlog: drain it from the claims at full speed
                 self._expire_holds_if_due()
-                self.queue.wait(max(0.05, min(1.0, self.settings.lease_renew_s, self.settings.hold_sweep_s)))
+                self.queue.wait(
+                    max(
+                        0.05,
+                        min(1.0, self.settings.lease_renew_s, self.settings.hold_sweep_s, self.settings.orphan_scan_s),
+                    )
+                )
                 continue
             if taken.recovered:
                 self.counts["recovered"] += taken.recovered
@@ -146,10 +155,46 @@ class PartitionRunner:
         self._complete(jobs, finished, len(job_ids))
         return finished
 
-    def _applier(self, command_ids: list[str], failures: dict[str, str] | None = None) -> Callable[[], list[Finished]]:
+    def _applier(
+        self, command_ids: list[str], failures: dict[str, str] | None = None, *, orphans: bool = True
+    ) -> Callable[[], list[Finished]]:
+        """One apply transaction; with `orphans`, also the orphaned claims due ahead of these commands
+        (not while isolating a poison command: one that raises must be tried alone)."""
         return partial(
-            apply_batch, self.engine, self.partition, self.epoch, command_ids, failures, _before_commit, self._hashes
+            apply_batch,
+            self.engine,
+            self.partition,
+            self.epoch,
+            command_ids,
+            failures,
+            _before_commit,
+            self._hashes,
+            self._lost if orphans else None,
+            self.settings.orphan_after_s,
         )
+
+    def _lost(self, command_ids: list[str]) -> set[str]:
+        """Which of these queued claims have no job in Redis (or only one refused as forged): orphans.
+
+        A claim seen with its job is remembered for a minute, so a long run of claims that raced in
+        out of order (two API processes) is looked up once, not in every batch it trails."""
+        now = time.monotonic()
+        unknown = [c for c in command_ids if now - self._present.get(c, -PRESENT_FOR_S) >= PRESENT_FOR_S]
+        if not unknown:
+            return set()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for command_id in unknown:
+                pipe.hget(job_key(command_id), "status")
+            states = pipe.execute()
+        if len(self._present) > PRESENT_MAX:
+            self._present = {c: t for c, t in self._present.items() if now - t < PRESENT_FOR_S}
+        gone = set()
+        for command_id, state in zip(unknown, states, strict=True):
+            if state is None or state == b"failed":
+                gone.add(command_id)
+            else:
+                self._present[command_id] = now
+        return gone
 
     def _release(self) -> None:
         self.metrics.lease_held.labels(self._label).set(0)
@@ -175,7 +220,7 @@ class PartitionRunner:
     def _apply_one(self, command_id: str) -> list[Finished]:
         while True:
             try:
-                return self._with_backoff(self._applier([command_id]))
+                return self._with_backoff(self._applier([command_id], orphans=False))
             except (Fenced, LeaseLost, Stopping):
                 raise
             except Exception as exc:
@@ -185,10 +230,11 @@ class PartitionRunner:
                 if attempts >= self.settings.poison_attempts_max:
                     self.counts["poison"] += 1
                     detail = f"{type(exc).__name__}: {exc}"[:500]
-                    return self._with_backoff(self._applier([command_id], {command_id: detail}))
+                    return self._with_backoff(self._applier([command_id], {command_id: detail}, orphans=False))
 
     def _complete(self, jobs: list[DecodedJob], finished: list[Finished], taken: int) -> None:
         by_command = {f.command_id: f for f in finished}
+        self._count_orphans(finished, {j.command_id for j in jobs})
         done: list[tuple[str, str]] = []
         quarantined: list[tuple[DecodedJob, str]] = []
         for job in jobs:
@@ -216,6 +262,32 @@ class PartitionRunner:
                 partial(
                     requeue_commands, self.engine, self.redis, self.partition, self.settings, list(filter(None, named))
                 )
+            )
+
+    def _apply_orphans_if_due(self) -> bool:
+        """While nothing is queued or in flight: apply claims overdue with no job, oldest first."""
+        now = time.monotonic()
+        if now - self._orphans_scanned_at < self.settings.orphan_scan_s:
+            return False
+        self._orphans_scanned_at = now
+        finished = self._with_backoff(self._applier([]))
+        self._count_orphans(finished, set())
+        if finished:
+            self._orphans_scanned_at = 0.0  # there may be more: look again at once
+        return bool(finished)
+
+    def _count_orphans(self, finished: list[Finished], from_jobs: set[str | None]) -> None:
+        orphans = [f for f in finished if f.command_id not in from_jobs and not f.replayed]
+        if orphans:
+            self.counts["orphans"] += len(orphans)
+            for f in orphans:
+                self.counts[f.status] += 1
+                self.metrics.commands.labels(self._label, f.status).inc()
+            log.warning(
+                "partition %s: applied %s claims whose job Redis no longer had (oldest %s), in acceptance order",
+                self.partition,
+                len(orphans),
+                orphans[0].command_id,
             )
 
     def _expire_holds_if_due(self) -> None:
