@@ -21,6 +21,7 @@ from ledgerq.shared.keys import job_id, queue_key
 from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.runner import PartitionRunner
+from tests.conftest import uid
 from tests.integration.test_worker import account_on, deposit, entries_of, runner, statuses
 
 ORPHAN_AFTER_S = 0.3
@@ -174,3 +175,35 @@ def test_an_orphans_job_turning_up_later_is_a_replay(ctx: Context, client: Ledge
     thread.join(timeout=10)
     assert entries_of(ctx, account) == [(1, lost, 9)]
     assert again.counts["applied"] == 0 and again.counts["orphans"] == 0
+
+
+def test_an_orphan_that_raises_is_failed_and_the_rest_apply_in_order(
+    ctx: Context, client: LedgerClient, fast: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poison command can be an orphan: isolated like any other (tried alone, then recorded
+    `failed`), with the commands around it applied in acceptance order and the owner still serving."""
+    import ledgerq.worker.apply as apply_module
+
+    real_plan = apply_module.plan
+
+    def flaky_plan(command: Any, *args: Any) -> Any:
+        if command.id.startswith("poison-"):
+            raise ZeroDivisionError("a bug in the rules")
+        return real_plan(command, *args)
+
+    monkeypatch.setattr(apply_module, "plan", flaky_plan)
+    partition = 1
+    account = account_on(ctx, partition)
+    redis = Redis.from_url(ctx.settings.redis_url)
+    before = deposit(client, account, 1)
+    poison = deposit(client, account, 2, uid("poison"))
+    after = [deposit(client, account, n) for n in (3, 4)]
+    lose_jobs(redis, partition, [poison])
+    alone = deposit(client, account, 5, uid("poison"))  # a second one, found by the idle scan
+    lose_jobs(redis, partition, [alone])
+    time.sleep(ORPHAN_AFTER_S + 0.2)
+    r = runner(fast, ctx, partition)
+    serve_until_final(r, ctx, [before, poison, *after, alone])
+    assert statuses(ctx, [before, poison, *after, alone]) == ["applied", "failed", "applied", "applied", "failed"]
+    assert [e[1] for e in entries_of(ctx, account)] == [before, *after]
+    assert r.counts["poison"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,17 @@ def driver_cursor(conn: Connection) -> psycopg.Cursor[Any]:
     wrapping cost more than the statement on rounds of one or two commands."""
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     cursor = driver.cursor(row_factory=namedtuple_row)
-    set_json_loads(orjson.loads, cursor)
+    set_json_loads(_json_loads, cursor)
     return cursor
+
+
+def _json_loads(data: bytes | str) -> Any:
+    """orjson, or the standard library for what orjson refuses (a number beyond a double, which
+    jsonb's numeric keeps), so a stored document reads back as before."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def migrate(settings: Settings) -> None:

@@ -128,12 +128,6 @@ _REVERSED = """
     """
 
 
-# Every bulk statement joins a JSON recordset the planner guesses at 100 rows against a table it may
-# not have statistics for yet (a fresh or fast-growing ledger), and `status = 'queued'` matches the
-# partial queue index: left to itself it hashes every queued command (or every account) for a batch
-# of one, so a backlog drains in quadratic time. The apply transaction only ever touches rows it
-# names by key: it turns off the plans that read more (for this transaction only), and the
-# finishing UPDATE says "not final" rather than "queued" so the partial index cannot match it.
 _SELECT_COMMANDS = """
     SELECT id, status, payload, partition, error_code, error_detail, result, payload_hash, accepted_at, currency, type
       FROM commands WHERE id = ANY(%(ids)s)
@@ -150,6 +144,12 @@ _LOCK_ACCOUNTS = """
       FROM accounts WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
     """
 
+# Every bulk statement joins a JSON recordset the planner guesses at 100 rows against a table it may
+# not have statistics for yet (a fresh or fast-growing ledger), and `status = 'queued'` matches the
+# partial queue index: left to itself it hashes every queued command (or every account) for a batch
+# of one, so a backlog drains in quadratic time. The apply transaction only ever touches rows it
+# names by key: it turns off the plans that read more (for this transaction only), and the
+# finishing UPDATE says "not final" rather than "queued" so the partial index cannot match it.
 _FENCE = """
     SELECT epoch, set_config('enable_seqscan', 'off', true) || set_config('enable_hashjoin', 'off', true)
                   || set_config('enable_mergejoin', 'off', true) AS plans
@@ -223,6 +223,21 @@ def apply_batch(
             before_commit()
     done = {f.command_id: f for f in batch.finished} | replayed
     return [done[c] for c in order if c in done]
+
+
+def order_with_orphans(
+    engine: Engine, partition: int, command_ids: list[str], lost: Callable[[list[str]], set[str]], idle_after_s: float
+) -> list[str]:
+    """The ids `apply_batch(..., lost=lost)` would apply, orphans merged in, in its order: for applying
+    them one at a time when the batch raised (a poison command may be an orphan)."""
+    with engine.begin() as conn:
+        rows = driver_cursor(conn).execute(_SELECT_COMMANDS, {"ids": command_ids}).fetchall()
+        queued = {r.id: _pending(r, partition, {}) for r in rows if r.status not in FINAL_STATUSES}
+        pending = [queued[c] for c in dict.fromkeys(command_ids) if c in queued]
+        if not pending and command_ids:
+            return command_ids
+        merged = _with_orphans(conn, partition, pending, command_ids, lost, idle_after_s)
+    return list(dict.fromkeys([p.command_id for p in merged] + command_ids))
 
 
 def _pending(row: Any, partition: int, failures: dict[str, str]) -> _Pending:

@@ -27,7 +27,7 @@ from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
 from ledgerq.worker import faults
-from ledgerq.worker.apply import Finished, apply_batch
+from ledgerq.worker.apply import Finished, apply_batch, order_with_orphans
 from ledgerq.worker.expiry import expire_holds
 from ledgerq.worker.jobs import quarantine
 from ledgerq.worker.lease import Lease, bump_epoch, new_token
@@ -212,8 +212,14 @@ class PartitionRunner:
         except Exception:
             # Not a dependency fault: a bug or a poison command. Isolate it, keeping order.
             log.exception("partition %s: a batch of %s raised; applying one by one", self.partition, len(command_ids))
+        # The orphans that batch took too, in their places: one of them may be what raised.
+        order = self._with_backoff(
+            partial(
+                order_with_orphans, self.engine, self.partition, command_ids, self._lost, self.settings.orphan_after_s
+            )
+        )
         finished: list[Finished] = []
-        for command_id in command_ids:
+        for command_id in order:
             finished += self._apply_one(command_id)
         return finished
 
@@ -270,7 +276,7 @@ class PartitionRunner:
         if now - self._orphans_scanned_at < self.settings.orphan_scan_s:
             return False
         self._orphans_scanned_at = now
-        finished = self._with_backoff(self._applier([]))
+        finished = self._apply([])
         self._count_orphans(finished, set())
         if finished:
             self._orphans_scanned_at = 0.0  # there may be more: look again at once
