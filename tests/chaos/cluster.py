@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ledgerq.ops.embedded import PostgresServer, RedisServer, free_port
+from ledgerq.ops.embedded import PostgresServer, RedisServer, SentinelServer, free_port, sentinel_url
 from ledgerq.shared.apikeys import create_key
 from ledgerq.shared.db import fix_partitions, make_engine, migrate
 from ledgerq.shared.settings import Settings
@@ -60,14 +60,28 @@ class WorkerProcess:
                 self.process.wait()
 
 
+# A replica starts its first sync at once (Redis waits 5 s by default for more replicas to share it).
+REPLICATION = ("--repl-diskless-sync-delay", "0")
+
+
 class Cluster:
-    def __init__(self, root: Path, *, lease_ttl_ms: int = 2000) -> None:
+    def __init__(self, root: Path, *, lease_ttl_ms: int = 2000, sentinels: bool = False) -> None:
         self.root = root
         self.postgres = PostgresServer(root / "pgdata").start()
-        self.redis = RedisServer(root / "redis").start()
+        self.redis = RedisServer(root / "redis", options=REPLICATION).start()
+        # With sentinels: a replica of `redis` and three sentinels; every process is given the
+        # Sentinel URL, so the API and workers follow a failover (and WAIT for the replica).
+        self.replica: RedisServer | None = None
+        self.sentinels: list[SentinelServer] = []
+        redis_url = self.redis.url
+        if sentinels:
+            replica_of = ("--replicaof", "127.0.0.1", str(self.redis.port))
+            self.replica = RedisServer(root / "replica", options=(*REPLICATION, *replica_of)).start()
+            self.sentinels = [SentinelServer(root / f"sentinel-{n}", self.redis.port).start() for n in range(3)]
+            redis_url = sentinel_url(self.sentinels)
         self.settings = Settings(
             database_url=self.postgres.url,
-            redis_url=self.redis.url,
+            redis_url=redis_url,
             partitions=PARTITIONS,
             lease_ttl_ms=lease_ttl_ms,
             backoff_s_max=0.5,
@@ -80,7 +94,7 @@ class Cluster:
         self.env = {
             **os.environ,
             "LEDGERQ_DATABASE_URL": self.postgres.url,
-            "LEDGERQ_REDIS_URL": self.redis.url,
+            "LEDGERQ_REDIS_URL": redis_url,
             "LEDGERQ_PARTITIONS": str(PARTITIONS),
             "LEDGERQ_LEASE_TTL_MS": str(lease_ttl_ms),
             "LEDGERQ_BACKOFF_S_MAX": "0.5",
@@ -146,7 +160,8 @@ class Cluster:
             self.api.terminate()
             self.api.wait(timeout=30)
         self.engine.dispose()
-        self.redis.stop()
+        for server in [*self.sentinels, self.redis, *([self.replica] if self.replica else [])]:
+            server.stop()
         self.postgres.stop()
 
     # -- waiting -----------------------------------------------------------------------------------

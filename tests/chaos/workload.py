@@ -14,6 +14,7 @@ acknowledged, so the checker can hold the ledger to real-time order.
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import threading
 import time
@@ -340,5 +341,14 @@ def line(name: str, history: History, report: Report, cluster: Cluster, **extra:
     more = " ".join(f"{k}={v}" for k, v in extra.items())
     return record(
         f"\nchaos {name}: {report.line()} refused={len(history.refused)} unknown={len(history.unknown)} "
-        f"retries={history.retries} kills={cluster.kills()} {more}"
+        f"retries={history.retries} kills={cluster.kills()} orphans={orphans_applied(cluster)} {more}"
     )
+
+
+_ORPHANS_LOGGED = re.compile(r"applied (\d+) claims whose job Redis no longer had")
+
+
+def orphans_applied(cluster: Cluster) -> int:
+    """Claims the workers applied from Postgres because Redis had lost their jobs (from their logs)."""
+    logs = (w.log.read_text(errors="replace") for w in cluster.workers if w.log.exists())
+    return sum(int(n) for log in logs for n in _ORPHANS_LOGGED.findall(log))

@@ -19,6 +19,7 @@ from ledgerq.api.submit import Outcome, QueueDepths, Submission, submit_round
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.db import check_partitions, make_engine
 from ledgerq.shared.errors import LedgerError
+from ledgerq.shared.redis_client import connect
 from ledgerq.shared.settings import Settings
 
 
@@ -46,7 +47,7 @@ class Context:
         settings.signing_keys()  # refuse to start unsigned
         engine = make_engine(settings)
         check_partitions(engine, settings.partitions)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         return cls(settings, engine, redis)
 
     def close(self) -> None:

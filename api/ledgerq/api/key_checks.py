@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from ledgerq.shared.apikeys import ApiKey, authenticate_many
 from ledgerq.shared.errors import LedgerError, RateLimited
+from ledgerq.shared.redis_client import limiter_storage
 from ledgerq.shared.settings import Settings
 
 
@@ -41,6 +42,7 @@ class KeyChecks:
 
     def _rate_limiter(self) -> tuple[FixedWindowRateLimiter, RateLimitItem]:
         if self._limiter is None:  # built once, on first use: the limit string is parsed once
-            storage = storage_from_string(self.settings.redis_url)
+            uri, options = limiter_storage(self.settings.redis_url)
+            storage = storage_from_string(uri, **options)
             self._limiter = (FixedWindowRateLimiter(storage), parse(self.settings.rate_limit))
         return self._limiter

@@ -8,12 +8,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledgerq.shared import errors
-from ledgerq.shared.outages import outage
+from ledgerq.shared.outages import ReplicasBehind, outage, refusing
 
 PROBLEM_TYPE_BASE = "https://ledgerq.dev/problems/"
 
@@ -116,15 +117,20 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
+    @app.exception_handler(ResponseError)
     @app.exception_handler(DBAPIError)
     async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
         away = outage(exc)
-        if away == "redis":
+        if away is None:
+            return problem(500, "internal_error", "unexpected error; nothing was acknowledged")
+        if isinstance(exc, ReplicasBehind):
+            detail = str(exc)
+        elif refusing(exc):
+            detail = f"the queue (Redis) refuses writes for now ({str(exc)[:120]}); retry with the same id"
+        elif away == "redis":
             detail = "the queue (Redis) is unreachable; retry with the same id"
-        elif away == "database":
-            detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
         else:
-            return problem(500, "internal_error", "unexpected database error")
+            detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
         return problem(503, UNAVAILABLE_CODES[away], detail, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)

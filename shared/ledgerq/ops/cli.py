@@ -351,13 +351,12 @@ def status(as_json: bool) -> None:
     """One line per partition: owner, queued, in flight, oldest job's age, applied, rejected, failed.
 
     A table on a terminal; otherwise `N key=value ...` lines (`-` for none), or JSON with --json."""
-    from redis import Redis
-
     from ledgerq.shared.observe import applied_counts, partition_states
+    from ledgerq.shared.redis_client import connect
 
     settings = Settings()
     counts = applied_counts(_engine(settings))
-    states = partition_states(Redis.from_url(settings.redis_url), settings.partitions)
+    states = partition_states(connect(settings.redis_url), settings.partitions)
     records = [_partition_record(s, counts) for s in states]
     show("partitions", records, status_table(records), map(_partition_line, records), as_json)
 

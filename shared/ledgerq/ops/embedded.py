@@ -260,6 +260,8 @@ class RedisServer:
     binary: Path = field(default_factory=find_redis_server)
     password: str | None = None
     process: subprocess.Popen[Any] | None = None
+    # More server arguments, e.g. ("--replicaof", "127.0.0.1", "6379") for a replica.
+    options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -288,7 +290,8 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
-                *(["--requirepass", self.password] if self.password else []),
+                *(["--requirepass", self.password, "--masterauth", self.password] if self.password else []),
+                *self.options,
             ],
             stdout=log,
             stderr=log,
@@ -324,3 +327,75 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@dataclass
+class SentinelServer:
+    """One Redis Sentinel watching a primary named `service` (quorum 2 of 3 sentinels by default).
+
+    Quick to act, for tests and `ledgerq dev`: a primary silent for `down_after_ms` is failed over.
+    """
+
+    data_dir: Path
+    primary_port: int
+    service: str = "ledgerq"
+    port: int = field(default_factory=free_port)
+    binary: Path = field(default_factory=find_redis_server)
+    quorum: int = 2
+    down_after_ms: int = 1_000
+    failover_timeout_ms: int = 5_000
+    process: subprocess.Popen[Any] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SentinelServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "sentinel.conf"  # a sentinel rewrites its own file as it learns
+        if not config.exists():
+            name = self.service
+            config.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.primary_port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        log = open(self.data_dir / "sentinel.log", "ab")  # noqa: SIM115 - kept for the child
+        self.process = subprocess.Popen(
+            [str(self.binary), str(config), "--sentinel"],
+            stdout=log,
+            stderr=log,
+            preexec_fn=_tied_to_parent(),
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        client = Redis(port=self.port, socket_connect_timeout=1)
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis sentinel exited with {self.process.returncode}; see {self.data_dir}")
+            try:
+                client.ping()
+                break
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def primary(self) -> tuple[str, int] | None:
+        """The primary's address as this sentinel sees it now."""
+        with Redis(port=self.port, socket_timeout=2) as client:
+            found = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return (found[0].decode(), int(found[1])) if found else None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def sentinel_url(sentinels: list[SentinelServer], password: str | None = None) -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis+sentinel://{auth}{','.join(s.address for s in sentinels)}/{sentinels[0].service}"

@@ -41,6 +41,7 @@ from ledgerq.shared.keys import (
     queue_key,
     queue_name,
 )
+from ledgerq.shared.outages import ReplicasBehind
 from ledgerq.shared.settings import Settings
 from ledgerq.shared.signing import sign, verify_canonical
 
@@ -139,16 +140,51 @@ def enqueue_commands(redis: Redis, claims: Sequence[Claim], settings: Settings) 
     for claim in claims:
         fresh = "1" if claim.fresh else "0"
         args += [job_id(claim.payload["id"]), queue_name(claim.partition), fresh, *job_fields(claim, settings, now)]
-    pushed = redis.register_script(_ENQUEUE)(args=args)  # EVALSHA, loading the script on first use
     unlisted = {queue_key(c.partition) for c in claims} - _LISTED
-    if unlisted:
-        redis.sadd(QUEUES_KEY, *unlisted)
-        _LISTED.update(unlisted)
+    script = redis.register_script(_ENQUEUE)  # EVALSHA, loading the script on first use
+    replicas = settings.wait_replicas
+    if replicas == 0:
+        pushed = script(args=args)
+        if unlisted:
+            redis.sadd(QUEUES_KEY, *unlisted)
+    else:
+        pushed = _enqueue_replicated(redis, script, args, unlisted, replicas, settings.redis_wait_timeout_ms)
+    _LISTED.update(unlisted)
     return {p.decode() if isinstance(p, bytes) else p for p in pushed}
+
+
+def _enqueue_replicated(
+    redis: Redis, script: Any, args: list[str | bytes | int], unlisted: set[str], replicas: int, timeout_ms: int
+) -> list[bytes]:
+    """The enqueue, then WAIT on the same connection (a pipeline) until `replicas` have it.
+
+    WAIT waits for this connection's last write. A round whose jobs all exist already (a retry after
+    a 503) writes nothing, and another connection may have written those jobs: the mark written just
+    before WAIT moves this connection's offset past every write the primary has made, so an OK
+    covers the jobs whoever wrote them.
+    """
+    with redis.pipeline(transaction=False) as pipe:
+        script(args=args, client=pipe)
+        if unlisted:
+            pipe.sadd(QUEUES_KEY, *unlisted)
+        pipe.set(REPLICATION_MARK_KEY, rq_now())
+        pipe.wait(replicas, timeout_ms)
+        answers = pipe.execute()
+    acknowledged = int(answers[-1])
+    if acknowledged < replicas:
+        raise ReplicasBehind(
+            f"the enqueue reached {acknowledged} of {replicas} Redis replicas within {timeout_ms} ms; "
+            "retry with the same id"
+        )
+    return list(answers[0])
 
 
 _LISTED: set[str] = set()
 """Queues this process has listed in rq:queues (a set member, so listing again is harmless)."""
+
+
+REPLICATION_MARK_KEY = "ledgerq:replication-mark"
+"""Written before each WAIT (see `_enqueue_replicated`); its value is only the time of the last one."""
 
 
 def rq_now() -> str:

@@ -19,6 +19,7 @@ from redis import Redis
 from sqlalchemy import Engine
 
 from ledgerq.shared.db import check_partitions, make_engine
+from ledgerq.shared.redis_client import connect
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.lease import new_token
 from ledgerq.worker.membership import Membership, wanted
@@ -35,9 +36,7 @@ IDLE_IN_TRANSACTION_MS = 10_000
 def redis_for_worker(settings: Settings) -> Redis:
     # The blocking wait is at most a third of the lease; the socket must outlast it.
     timeout_s = settings.lease_ttl_ms / 1000 + 5
-    return Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30
-    )
+    return connect(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30)
 
 
 @dataclass
