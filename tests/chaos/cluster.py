@@ -65,10 +65,18 @@ REPLICATION = ("--repl-diskless-sync-delay", "0")
 
 
 class Cluster:
-    def __init__(self, root: Path, *, lease_ttl_ms: int = 2000, sentinels: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lease_ttl_ms: int = 2000,
+        sentinels: bool = False,
+        redis_dir: Path | None = None,
+        postgres: PostgresServer | None = None,
+    ) -> None:
         self.root = root
-        self.postgres = PostgresServer(root / "pgdata").start()
-        self.redis = RedisServer(root / "redis", options=REPLICATION).start()
+        self.postgres = (postgres or PostgresServer(root / "pgdata")).start()
+        self.redis = RedisServer(redis_dir or root / "redis", options=REPLICATION).start()
         # With sentinels: a replica of `redis` and three sentinels; every process is given the
         # Sentinel URL, so the API and workers follow a failover (and WAIT for the replica).
         self.replica: RedisServer | None = None

@@ -146,6 +146,8 @@ class PostgresServer:
     process: subprocess.Popen[Any] | None = None
     # More server settings ("name=value"), e.g. the benchmark's pg_stat_statements.
     options: tuple[str, ...] = ()
+    # More initdb arguments, e.g. ("--waldir", "/wal-volume/wal") to keep the WAL on a volume of its own.
+    init_options: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -177,6 +179,7 @@ class PostgresServer:
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-instructions",
+                *self.init_options,
             ],
             check=True,
             capture_output=True,
