@@ -64,9 +64,9 @@ def keep_up(start: Callable[[], object], alive: Callable[[], bool], stop: thread
     return starts
 
 
-def fill_then_free(volume: Path, leave_bytes: int, start: Callable[[], object], alive: Callable[[], bool]) -> Callable[
-    [threading.Event], None
-]:
+def fill_then_free(
+    volume: Path, leave_bytes: int, start: Callable[[], object], alive: Callable[[], bool]
+) -> Callable[[threading.Event], None]:
     """Chaos: twice, fill the volume for FULL_S while restarting the server as it dies; then free it."""
     restarts: list[int] = []
 
@@ -76,7 +76,7 @@ def fill_then_free(volume: Path, leave_bytes: int, start: Callable[[], object], 
                 return
             ballast = fill(volume, leave_bytes)
             supervising = threading.Event()
-            supervisor = threading.Thread(target=lambda: restarts.append(keep_up(start, alive, supervising)))
+            supervisor = threading.Thread(target=lambda done=supervising: restarts.append(keep_up(start, alive, done)))
             supervisor.start()
             time.sleep(FULL_S)
             ballast.unlink()
