@@ -31,6 +31,7 @@ class WorkerProcess:
     partitions: list[int]
     env: dict[str, str]
     log: Path
+    prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", "h1"): run it on another "host"
     process: subprocess.Popen[bytes] | None = None
     kills: int = 0
     exits: list[int] = field(default_factory=list)
@@ -39,7 +40,8 @@ class WorkerProcess:
     def start(self) -> None:
         args = [a for p in self.partitions for a in ("--partition", str(p))]
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([*LEDGERQ, "worker", *args], env=self.env, stdout=log, stderr=log)
+            command = [*self.prefix, *LEDGERQ, "worker", *args]
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
 
     def poll(self) -> int | None:
         assert self.process is not None
@@ -72,11 +74,12 @@ class Cluster:
         lease_ttl_ms: int = 2000,
         sentinels: bool = False,
         redis_dir: Path | None = None,
+        redis_options: tuple[str, ...] = (),
         postgres: PostgresServer | None = None,
     ) -> None:
         self.root = root
         self.postgres = (postgres or PostgresServer(root / "pgdata")).start()
-        self.redis = RedisServer(redis_dir or root / "redis", options=REPLICATION).start()
+        self.redis = RedisServer(redis_dir or root / "redis", options=(*REPLICATION, *redis_options)).start()
         # With sentinels: a replica of `redis` and three sentinels; every process is given the
         # Sentinel URL, so the API and workers follow a failover (and WAIT for the replica).
         self.replica: RedisServer | None = None
@@ -143,8 +146,9 @@ class Cluster:
     def _log_tail(self, name: str) -> str:
         return (self.root / name).read_text(errors="replace")[-2000:]
 
-    def add_worker(self, partitions: list[int], **env: str) -> WorkerProcess:
-        worker = WorkerProcess(partitions, {**self.env, **env}, self.root / f"worker-{len(self.workers)}.log")
+    def add_worker(self, partitions: list[int], prefix: tuple[str, ...] = (), **env: str) -> WorkerProcess:
+        log = self.root / f"worker-{len(self.workers)}.log"
+        worker = WorkerProcess(partitions, {**self.env, **env}, log, prefix)
         worker.start()
         self.workers.append(worker)
         return worker

@@ -18,11 +18,11 @@ from functools import partial
 from typing import TypeVar
 
 from redis import Redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
 from ledgerq.shared.keys import job_key
-from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient
+from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient, outage
 from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
@@ -97,7 +97,14 @@ class PartitionRunner:
         self._release()
 
     def _acquire(self) -> bool:
-        """Take the lease (waiting while someone else holds it), then start a new fencing epoch."""
+        """Take the lease (waiting while someone else holds it), then start a new fencing epoch.
+
+        Not while Postgres is unreachable from here: the lease would only keep a worker that can
+        reach it waiting."""
+        if not self._database_reachable():
+            self.counts["waits"] += 1
+            self._sleep(self.settings.backoff_s_max)
+            return False
         if not self.lease.try_acquire() and not self.lease.take_from_dead_holder():
             holder = self.lease.holder()
             if self.counts["waits"] % 20 == 0:
@@ -342,6 +349,7 @@ class PartitionRunner:
 
     def _with_backoff(self, action: Callable[[], T]) -> T:
         delay_s = 0.05
+        database_away_since: float | None = None
         while True:
             try:
                 return action()
@@ -351,11 +359,35 @@ class PartitionRunner:
                 if not is_transient(exc):
                     raise
                 log.warning("partition %s: %s; retrying in %.2fs", self.partition, exc.__class__.__name__, delay_s)
+                if outage(exc) == "database":
+                    database_away_since = database_away_since or time.monotonic()
+                    self._hand_over_if_cut_off(time.monotonic() - database_away_since)
+                else:
+                    database_away_since = None
             self._sleep(delay_s)
             delay_s = min(delay_s * 2, self.settings.backoff_s_max)
             # Redis away too: the lease check on the next take decides.
             with contextlib.suppress(*REDIS_OUTAGES, *DATABASE_OUTAGES):
                 self._renew_if_due()
+
+    def _hand_over_if_cut_off(self, away_s: float) -> None:
+        """Postgres unreachable for a whole lease: let the lease go, so that a worker on a host that
+        can reach Postgres takes the partition instead of it stalling behind this one (a Postgres
+        down for everyone costs only a re-take: no worker takes a lease it cannot use, `_acquire`)."""
+        if away_s < self.settings.lease_ttl_ms / 1000 or self._database_reachable():
+            return  # (reachable: the errors were its answers, such as a lock timeout, not a cut)
+        self._release()
+        raise LeaseLost(f"Postgres unreachable for {away_s:.1f}s; lease handed back")
+
+    def _database_reachable(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            if outage(exc) != "database":
+                raise
+            return False
 
     def _sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
