@@ -22,10 +22,11 @@ def test_an_owner_cut_off_from_postgres_hands_its_lease_back(settings: Settings,
     assert redis.get(lease_key(partition)) == owner.lease.token.encode()
     # Postgres refuses at once from here on (nothing listens on the port), as a host whose route to
     # Postgres is rejected would see; Redis is still there, so the lease could be renewed for ever.
-    nowhere = settings.database_url.replace(str(settings.database_url.rsplit(":", 1)[1].split("/")[0]), str(free_port()))
+    port = settings.database_url.rsplit(":", 1)[1].split("/")[0]
+    nowhere = settings.database_url.replace(f":{port}/", f":{free_port()}/")
     owner.engine = make_engine(settings.model_copy(update={"database_url": nowhere}), pool_size=1)
     try:
-        with pytest.raises(LeaseLost, match="Postgres unreachable for .* lease handed back"):
+        with pytest.raises(LeaseLost, match=r"Postgres unreachable for .* lease handed back"):
             owner._apply([])
         assert redis.get(lease_key(partition)) is None  # released, not left to lapse
         assert not owner._acquire()  # and not taken again while Postgres cannot be reached

@@ -13,7 +13,6 @@ recorded (Postgres keeps every outcome), so Redis holds what is queued or in fli
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from redis import Redis
@@ -72,7 +71,7 @@ _COMPLETE = (
     + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
 local n = tonumber(ARGV[2])
-local now_s = tonumber(ARGV[3])
+local now_s = tonumber(redis.call('TIME')[1])  -- Redis' clock, not a worker's that may be off
 local ended = ARGV[4]
 local result_ttl = tonumber(ARGV[5])
 local failure_ttl = tonumber(ARGV[6])
@@ -149,7 +148,7 @@ class PartitionQueue:
         args: list[str | int | float] = [
             token,
             taken,
-            int(time.time()),
+            0,  # unused (was the worker's clock; registries are scored by Redis' TIME)
             _iso_now(),
             self.result_ttl_s,
             self.failure_ttl_s,
