@@ -38,6 +38,12 @@ async def readyz(ctx: ContextDep) -> Any:
             ctx.redis.ping()
             durable, how = redis_durability(ctx.redis)
             report["redis"] = {"ok": True, "durable": durable, "detail": how}
+            if required := ctx.settings.wait_replicas:
+                # Submits answer 503 while fewer replicas than this can acknowledge them: not ready.
+                connected = int(ctx.redis.info("replication").get("connected_slaves", 0))
+                report["redis"]["replicas"] = {"connected": connected, "required": required}
+                if connected < required:
+                    report["redis"].update(ok=False, detail=f"{connected} of {required} replicas connected")
             report["partitions"] = {
                 "count": ctx.settings.partitions,
                 "owned": sum(1 for s in partition_states(ctx.redis, ctx.settings.partitions) if s.owner),
