@@ -17,8 +17,13 @@ def test_a_sentinel_url_names_its_sentinels_service_password_and_db() -> None:
     assert parsed.nodes == [("h1", 26379), ("h2", 26380), ("10.0.0.3", 26381)]
     assert (parsed.service_name, parsed.password, parsed.db) == ("ledgerq", "s@cret", 2)
     assert parse_sentinel_url("redis+sentinel://h1:26379/main").db == 0
+    ipv6 = parse_sentinel_url("redis+sentinel://ledgerq:p%3Aw@[::1]:26379,[fd00::2]:26380/main")
+    assert ipv6.nodes == [("::1", 26379), ("fd00::2", 26380)]
+    assert ipv6.auth == {"username": "ledgerq", "password": "p:w"}
+    assert ipv6.limiter_uri == "redis+sentinel://[::1]:26379,[fd00::2]:26380/main"
     uri, options = limiter_storage("redis+sentinel://:pw@h1:26379,h2:26380/ledgerq?db=2")
-    assert uri == "redis+sentinel://:pw@h1:26379,h2:26380/ledgerq" and options == {"db": 2, "use_replicas": False}
+    assert uri == "redis+sentinel://h1:26379,h2:26380/ledgerq"
+    assert options == {"db": 2, "use_replicas": False, "password": "pw"}
     assert limiter_storage("redis://127.0.0.1:6379/0") == ("redis://127.0.0.1:6379/0", {})
 
 

@@ -1,10 +1,11 @@
 """One way to reach Redis from a `LEDGERQ_REDIS_URL`: a plain `redis://` URL, or a Sentinel URL
 whose clients follow a failover to whichever server the sentinels name the primary.
 
-    redis+sentinel://[:password@]host:port[,host:port...]/service_name[?db=N]
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[?db=N]
 
-The form is the one the `limits` library reads (the rate limiter shares the URL); the password is
-used for the sentinels and the Redis servers alike, and `db` defaults to 0.
+The form is the one the `limits` library reads (the rate limiter shares the URL); the user and
+password are used for the sentinels and the Redis servers alike, `db` defaults to 0, and an IPv6
+sentinel is written in brackets (`[::1]:26379`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,20 @@ class SentinelUrl:
     service_name: str
     password: str | None
     db: int
+    username: str | None = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Connection options for the sentinels and the servers."""
+        found = {"username": self.username, "password": self.password}
+        return {k: v for k, v in found.items() if v}
 
     @property
     def limiter_uri(self) -> str:
-        """The URL without its query, which `limits` would otherwise take as the service's name."""
-        auth = f":{self.password}@" if self.password else ""
-        return f"{SENTINEL_SCHEME}://{auth}{','.join(f'{h}:{p}' for h, p in self.nodes)}/{self.service_name}"
+        """For `limits`: no query (it would take it as part of the service's name) and no credentials
+        (it would not unquote them; they go as options)."""
+        nodes = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.nodes)
+        return f"{SENTINEL_SCHEME}://{nodes}/{self.service_name}"
 
 
 def is_sentinel(url: str) -> bool:
@@ -45,10 +54,11 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     if parts.scheme != SENTINEL_SCHEME:
         raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
     auth, _, hosts = parts.netloc.rpartition("@")
-    password = unquote(auth.partition(":")[2]) or None if auth else None
+    user, _, password = auth.partition(":")
     nodes = []
     for node in hosts.split(","):
         host, _, port = node.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not host or not port.isdigit():
             raise ValueError(f"sentinel address {node!r} is not host:port")
         nodes.append((host, int(port)))
@@ -58,7 +68,7 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     db = parse_qs(parts.query).get("db", ["0"])[0]
     if not db.isdigit():
         raise ValueError(f"db={db!r} is not a database number")
-    return SentinelUrl(nodes, service_name, password, int(db))
+    return SentinelUrl(nodes, service_name, unquote(password) or None, int(db), unquote(user) or None)
 
 
 def connect(url: str, **options: Any) -> Redis:
@@ -66,7 +76,7 @@ def connect(url: str, **options: Any) -> Redis:
     if not is_sentinel(url):
         return Redis.from_url(url, **options)
     parsed = parse_sentinel_url(url)
-    auth = {"password": parsed.password} if parsed.password else {}
+    auth = parsed.auth
     sentinel_options: dict[str, Any] = {
         k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
     }
@@ -85,4 +95,4 @@ def limiter_storage(url: str) -> tuple[str, dict[str, Any]]:
     if not is_sentinel(url):
         return url, {}
     parsed = parse_sentinel_url(url)
-    return parsed.limiter_uri, {"db": parsed.db, "use_replicas": False}
+    return parsed.limiter_uri, {"db": parsed.db, "use_replicas": False, **parsed.auth}
