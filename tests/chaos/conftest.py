@@ -7,4 +7,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/chaos/" in str(item.fspath):
             item.add_marker(pytest.mark.chaos)
-

@@ -126,6 +126,8 @@ def test_redis_aof_volume_full(tmp_path: Path, fsync: str) -> None:
                 assert sum(restarts) >= 2  # it exited each time rather than acknowledge what it could not keep
             else:
                 assert misconf > 0 and sum(restarts) == 0  # it refused writes and carried on by itself
+            assert history.unavailable["redis_unavailable"] > 0  # 503s, not 500s
+            assert "internal_error" not in history.unavailable, history.unavailable
             assert report.ok(), report.problems[:5]
         finally:
             cluster.close()
@@ -169,7 +171,8 @@ def test_postgres_wal_volume_full(tmp_path: Path) -> None:
                     enospc_log_lines=panics,
                 )
             )
-            assert len(restarts) == 2 and panics > 0 and history.retries > 0
+            assert len(restarts) == 2 and panics > 0 and history.unavailable["database_unavailable"] > 0
+            assert "internal_error" not in history.unavailable, history.unavailable
             assert report.ok(), report.problems[:5]
         finally:
             cluster.close()

@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ class History:
     acknowledged_s: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the 200/202
     targets: Targets = field(default_factory=Targets)
     retries: int = 0
+    unavailable: Counter[str] = field(default_factory=Counter)  # 5xx codes and lost connections seen
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def timeline(self) -> Timeline:
@@ -231,9 +233,12 @@ def submit(http: httpx.Client, history: History, client: str, command: dict[str,
     with history.lock:
         history.first_sent_s.setdefault(command["id"], time.monotonic())
     for attempt in range(RETRIES_MAX):
+        why = "no_answer"
         try:
             answer = http.post("/v1/commands", json=command, timeout=10)
             code = answer.status_code
+            if code >= 500:
+                why = _problem_code(answer)
         except httpx.HTTPError:
             code = 0
         if code in (200, 202):
@@ -249,9 +254,17 @@ def submit(http: httpx.Client, history: History, client: str, command: dict[str,
             return False
         with history.lock:
             history.unknown[command["id"]] = command
+            history.unavailable[why] += 1
         time.sleep(delay_s)
         delay_s = min(delay_s * 2, RETRY_SLEEP_S_MAX)
     return False
+
+
+def _problem_code(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json().get("code") or answer.status_code)
+    except ValueError:
+        return str(answer.status_code)
 
 
 def run(
@@ -341,7 +354,8 @@ def line(name: str, history: History, report: Report, cluster: Cluster, **extra:
     more = " ".join(f"{k}={v}" for k, v in extra.items())
     return record(
         f"\nchaos {name}: {report.line()} refused={len(history.refused)} unknown={len(history.unknown)} "
-        f"retries={history.retries} kills={cluster.kills()} orphans={orphans_applied(cluster)} {more}"
+        f"retries={history.retries} kills={cluster.kills()} orphans={orphans_applied(cluster)} "
+        f"unavailable=({' '.join(f'{k}={n}' for k, n in sorted(history.unavailable.items()))}) {more}"
     )
 
 
