@@ -68,7 +68,7 @@ def test_restore_both_from_a_backup_taken_mid_load(tmp_path: Path) -> None:
                 backed_up.append(backup(original, tmp_path / "backup"))
 
         history, report = run(
-            original, commands_min=1500, commands_max=8000, chaos=take_backup, enough=lambda: bool(backed_up)
+            original, commands_min=600, commands_max=8000, chaos=take_backup, enough=lambda: bool(backed_up)
         )
         assert backed_up and report.ok(), report.problems[:5]
     finally:

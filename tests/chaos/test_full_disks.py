@@ -106,7 +106,7 @@ def test_redis_aof_volume_full(tmp_path: Path, fsync: str) -> None:
             chaos = fill_then_free(volume, 16 * 1024, redis.start, lambda: _alive(redis))
             refusals_before = _misconf_lines(redis)
             history, report = run(
-                cluster, commands_min=1500, commands_max=8000, chaos=chaos, enough=lambda: len(chaos.restarts) == 2
+                cluster, commands_min=800, commands_max=8000, chaos=chaos, enough=lambda: len(chaos.restarts) == 2
             )  # type: ignore[attr-defined]
             misconf = _misconf_lines(redis) - refusals_before
             restarts = chaos.restarts  # type: ignore[attr-defined]
@@ -155,7 +155,7 @@ def test_postgres_wal_volume_full(tmp_path: Path) -> None:
             all_workers(cluster)
             chaos = fill_then_free(volume, 256 * 1024, postgres.start, lambda: _alive(postgres))
             history, report = run(
-                cluster, commands_min=1500, commands_max=8000, chaos=chaos, enough=lambda: len(chaos.restarts) == 2
+                cluster, commands_min=800, commands_max=8000, chaos=chaos, enough=lambda: len(chaos.restarts) == 2
             )  # type: ignore[attr-defined]
             restarts = chaos.restarts  # type: ignore[attr-defined]
             log = (tmp_path / f"postgres-{postgres.port}.log").read_text(errors="replace")

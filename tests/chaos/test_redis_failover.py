@@ -20,7 +20,7 @@ from ledgerq.ops.embedded import RedisServer
 from ledgerq.shared.keys import lease_key
 from ledgerq.shared.redis_client import connect
 from tests.chaos.cluster import REPLICATION, Cluster
-from tests.chaos.test_faults import account_on, all_workers, deposits, is_stopped, status, wait_until
+from tests.chaos.test_faults import account_on, all_workers, deposits, http_for, is_stopped, status, wait_until
 from tests.chaos.workload import History, line, run, settle
 
 # Sentinel marks a silent primary down after 1 s and fails over within a few; the bound is generous.
@@ -34,6 +34,9 @@ def replicated(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Clust
     running.env["LEDGERQ_REDIS_WAIT_REPLICAS"] = str(request.param)
     running.start_api()
     wait_until(lambda: _replicas(running.redis) == 1, timeout_s=60)
+    with http_for(running) as http:
+        replicas = http.get("/readyz").json()["checks"]["redis"].get("replicas")
+    assert replicas == ({"online": 1, "required": 1, "ok": True} if request.param else None), replicas
     yield running
     running.close()
 
@@ -77,7 +80,7 @@ def test_primary_sigkill_under_load_with_sentinel_failover(replicated: Cluster) 
             failovers.append(fail_over(replicated))
 
     history, report = run(
-        replicated, commands_min=2000, commands_max=8000, chaos=chaos, enough=lambda: len(failovers) == 2
+        replicated, commands_min=1000, commands_max=8000, chaos=chaos, enough=lambda: len(failovers) == 2
     )
     print(
         line(
@@ -97,7 +100,8 @@ def test_primary_sigkill_under_load_with_sentinel_failover(replicated: Cluster) 
 def test_a_lease_lost_in_a_failover_cannot_let_a_stale_owner_commit(replicated: Cluster) -> None:
     """The owner is frozen mid-transaction; the primary dies and the promoted replica has no lease
     for the partition (as when the lease's last renewal was not replicated). A second worker takes
-    the partition at once and applies; the woken owner's commit is refused by the epoch."""
+    the lease at once; its epoch bump waits for the frozen transaction, which Postgres ends after
+    10 s idle; the woken owner's retry meets the new epoch (or its refused renewal) and stops."""
     account = account_on(replicated, 0)
     history = History()
     frozen = replicated.add_worker([0], LEDGERQ_FAULT_POINTS="before_commit:stop:1")
@@ -117,6 +121,5 @@ def test_a_lease_lost_in_a_failover_cannot_let_a_stale_owner_commit(replicated: 
     successor.stop()
     report = settle(replicated, history)
     print(line("lease lost in a failover", history, report, replicated))
-    fenced = frozen.log.read_text()
-    assert "lease lost" in fenced or "epoch" in fenced
+    assert "lease lost" in frozen.log.read_text()  # woken, it found itself fenced (and logged nothing else)
     assert report.ok() and report.applied == 8, report.problems[:5]

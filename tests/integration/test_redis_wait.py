@@ -48,12 +48,11 @@ def test_no_replica_acknowledging_answers_503_and_the_retry_heals(
     assert http.get(f"/v1/commands/{command['id']}").json()["status"] in ("queued", "applied")
 
 
-def test_readiness_says_not_ready_while_too_few_replicas_can_acknowledge(waiting: TestClient, http: TestClient) -> None:
+def test_readiness_shows_too_few_replicas_without_going_unready(waiting: TestClient, http: TestClient) -> None:
     answer = waiting.get("/readyz")
-    assert answer.status_code == 503 and answer.json()["code"] == "not_ready"
+    assert answer.status_code == 200, answer.text  # reads still work; submits say 503 themselves
     redis = answer.json()["checks"]["redis"]
-    assert redis["ok"] is False and redis["replicas"] == {"connected": 0, "required": 1}
-    assert "0 of 1 replicas connected" in redis["detail"]
+    assert redis["ok"] is True and redis["replicas"] == {"online": 0, "required": 1, "ok": False}
     assert "replicas" not in http.get("/readyz").json()["checks"]["redis"]  # not asked for, not shown
 
 

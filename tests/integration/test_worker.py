@@ -252,5 +252,3 @@ def test_postgres_outage_pauses_the_partition_without_skipping(tmp_path: Path, s
         ctx.close()
     finally:
         postgres.stop()
-
-

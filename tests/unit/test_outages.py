@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+from redis._parsers.base import BaseParser
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from ledgerq.shared.outages import is_transient, outage
+from ledgerq.shared.outages import ReplicasBehind, is_transient, outage, refusal_code, refusing
 
 
 def test_outages_are_told_from_bugs_and_refusals() -> None:
@@ -19,15 +22,38 @@ def test_outages_are_told_from_bugs_and_refusals() -> None:
         assert outage(not_an_outage) is None and not is_transient(not_an_outage)
 
 
-def test_redis_refusing_writes_for_now_is_an_outage() -> None:
-    """A full disk, a demoted primary, maxmemory or too few replicas: 503 and retry, not 500."""
-    from redis.exceptions import OutOfMemoryError, ReadOnlyError
+def _reply(text: str, *, in_pipeline: bool = False) -> BaseException:
+    """The exception redis-py raises for an error reply, as its parser (and a pipeline) build it."""
+    exc = BaseParser.parse_error(text)
+    if in_pipeline:
+        Pipeline.annotate_exception(None, exc, 1, ("EVALSHA", "f00", "1", "signed-payload"))  # type: ignore[arg-type]
+    return exc
 
-    from ledgerq.shared.outages import ReplicasBehind, refusing
 
-    for reply in ("MISCONF Errors writing to the AOF file: No space left on device", "NOREPLICAS Not enough"):
-        assert refusing(ResponseError(reply)) and outage(ResponseError(reply)) == "redis"
-    for exc in (ReadOnlyError("You can't write against a read only replica."), OutOfMemoryError("OOM")):
-        assert outage(exc) == "redis" and is_transient(exc)
+@pytest.mark.parametrize("in_pipeline", [False, True], ids=["call", "pipeline"])
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        ("MISCONF Errors writing to the AOF file: No space left on device", "MISCONF"),
+        ("NOREPLICAS Not enough good replicas to write.", "NOREPLICAS"),
+        ("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)", "UNBLOCKED"),
+        ("READONLY You can't write against a read only replica.", "READONLY"),
+        ("OOM command not allowed when used memory > 'maxmemory'.", "OOM"),
+        ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "MASTERDOWN"),
+        ("BUSY Redis is busy running a script.", "BUSY"),
+    ],
+)
+def test_redis_refusing_writes_for_now_is_an_outage(reply: str, code: str, in_pipeline: bool) -> None:
+    """A full disk, a demoted primary, maxmemory or too few replicas: 503 and retry, not 500; the
+    code alone is shown (a pipeline's message quotes the command's arguments)."""
+    exc = _reply(reply, in_pipeline=in_pipeline)
+    assert refusing(exc) and outage(exc) == "redis" and is_transient(exc)
+    assert refusal_code(exc) == code
+
+
+@pytest.mark.parametrize("in_pipeline", [False, True], ids=["call", "pipeline"])
+def test_other_redis_errors_are_not_outages(in_pipeline: bool) -> None:
+    for reply in ("ERR unknown command 'X'", "WRONGTYPE Operation against a key", "NOSCRIPT No matching script"):
+        exc = _reply(reply, in_pipeline=in_pipeline)
+        assert not refusing(exc) and outage(exc) is None, reply
     assert outage(ReplicasBehind("0 of 1")) == "redis"
-    assert not refusing(ResponseError("ERR unknown command")) and not refusing(ResponseError("WRONGTYPE"))

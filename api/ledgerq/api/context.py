@@ -47,7 +47,9 @@ class Context:
         settings.signing_keys()  # refuse to start unsigned
         engine = make_engine(settings)
         check_partitions(engine, settings.partitions)
-        redis = connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # The socket outlasts a WAIT for replicas, so a slow acknowledgement is told from a dead link.
+        socket_timeout_s = max(5.0, settings.redis_wait_timeout_ms / 1000 + 2)
+        redis = connect(settings.redis_url, socket_timeout=socket_timeout_s, socket_connect_timeout=5)
         return cls(settings, engine, redis)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,9 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledgerq.shared import errors
-from ledgerq.shared.outages import ReplicasBehind, outage, refusing
+from ledgerq.shared.outages import ReplicasBehind, outage, refusal_code, refusing
+
+log = logging.getLogger("ledgerq.api")
 
 PROBLEM_TYPE_BASE = "https://ledgerq.dev/problems/"
 
@@ -121,12 +124,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DBAPIError)
     async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
         away = outage(exc)
-        if away is None:
+        if away is None:  # a bug, not an outage: logged with its traceback like any other
+            log.error("unexpected %s", type(exc).__name__, exc_info=exc)
             return problem(500, "internal_error", "unexpected error; nothing was acknowledged")
         if isinstance(exc, ReplicasBehind):
             detail = str(exc)
         elif refusing(exc):
-            detail = f"the queue (Redis) refuses writes for now ({str(exc)[:120]}); retry with the same id"
+            detail = f"the queue (Redis) refuses writes for now ({refusal_code(exc)}); retry with the same id"
         elif away == "redis":
             detail = "the queue (Redis) is unreachable; retry with the same id"
         else:

@@ -3,10 +3,11 @@ worker's backoff, the API's 503s and the command line's one-line errors."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -19,20 +20,34 @@ class ReplicasBehind(RedisTimeoutError):
 
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
 DATABASE_OUTAGES = (OperationalError, InterfaceError)
-# Error codes redis-py leaves in a plain ResponseError's message.
-_REFUSING_CODES = ("MISCONF", "NOREPLICAS", "MASTERDOWN", "READONLY", "OOM")
+# Error replies that mean "not now": a full disk (MISCONF), too few replicas (NOREPLICAS), a client
+# blocked in BLMOVE or WAIT when its primary is demoted (UNBLOCKED), a busy script (BUSY). Matched at
+# the start of the message or, from a pipeline, after redis-py's "Command # n (...) of pipeline
+# caused error: ".
+_REFUSING = re.compile(r"(?:^|caused error: )(MISCONF|NOREPLICAS|UNBLOCKED|BUSY|MASTERDOWN|READONLY|OOM)\b")
+# The ones redis-py turns into classes of their own (stripping the code from the message).
+_REFUSING_CLASSES = (ReadOnlyError, OutOfMemoryError, MasterDownError)
 
 
 def refusing(exc: BaseException) -> bool:
-    """A Redis error reply that means "not now" rather than "never": a full disk (MISCONF), a demoted
-    or not yet promoted primary (READONLY, MASTERDOWN), maxmemory (OOM), too few replicas (NOREPLICAS)."""
-    if isinstance(exc, ReadOnlyError | OutOfMemoryError):
+    """A Redis error reply that means "not now" rather than "never": a full disk, a demoted or not
+    yet promoted primary (READONLY, MASTERDOWN, UNBLOCKED), maxmemory (OOM), too few replicas."""
+    if isinstance(exc, _REFUSING_CLASSES):
         return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_REFUSING_CODES)
+    return isinstance(exc, ResponseError) and _REFUSING.search(str(exc)) is not None
+
+
+def refusal_code(exc: BaseException) -> str:
+    """The error code alone (never the rest of the message, which may quote a command's arguments)."""
+    if code := getattr(exc, "status_code", None):  # set by redis-py on the classes it maps
+        return str(code)
+    found = _REFUSING.search(str(exc))
+    return found.group(1) if found else type(exc).__name__
 
 
 def outage(exc: BaseException) -> Dependency | None:
-    """The dependency `exc` says is unreachable, or None for any other error (a bug, a refusal)."""
+    """The dependency `exc` says is unreachable or refusing for now (`refusing`), or None for any
+    other error (a bug, a refusal for good such as a constraint violation or WRONGTYPE)."""
     if isinstance(exc, REDIS_OUTAGES) or refusing(exc):
         return "redis"
     if isinstance(exc, DATABASE_OUTAGES) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):

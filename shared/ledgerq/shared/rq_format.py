@@ -131,8 +131,11 @@ def job_fields(claim: Claim, settings: Settings, now: str) -> list[str | bytes |
     ]
 
 
-def enqueue_commands(redis: Redis, claims: Sequence[Claim], settings: Settings) -> set[str]:
-    """Enqueue each (partition, payload) unless its job exists; one round trip. Returns the job ids queued."""
+def enqueue_commands(
+    redis: Redis, claims: Sequence[Claim], settings: Settings, *, wait_replicas: int | None = None
+) -> set[str]:
+    """Enqueue each (partition, payload) unless its job exists; one round trip. Returns the job ids
+    queued. With replicas to wait for (`settings.wait_replicas` unless told), only once they have it."""
     if not claims:
         return set()
     now = rq_now()
@@ -142,7 +145,7 @@ def enqueue_commands(redis: Redis, claims: Sequence[Claim], settings: Settings) 
         args += [job_id(claim.payload["id"]), queue_name(claim.partition), fresh, *job_fields(claim, settings, now)]
     unlisted = {queue_key(c.partition) for c in claims} - _LISTED
     script = redis.register_script(_ENQUEUE)  # EVALSHA, loading the script on first use
-    replicas = settings.wait_replicas
+    replicas = settings.wait_replicas if wait_replicas is None else wait_replicas
     if replicas == 0:
         pushed = script(args=args)
         if unlisted:

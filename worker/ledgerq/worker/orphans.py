@@ -39,4 +39,6 @@ def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tupl
     if stale:
         redis.delete(*stale)
     missing = [Claim(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]
-    return len(enqueue_commands(redis, missing, settings))
+    # No waiting for replicas: the claim is durable in Postgres already, and a job a failover loses
+    # is applied from it anyway (the orphan rule); waiting would only stall the partition.
+    return len(enqueue_commands(redis, missing, settings, wait_replicas=0))

@@ -13,16 +13,17 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
+import psycopg
 from redis import Redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
 from ledgerq.shared.keys import job_key
-from ledgerq.shared.outages import DATABASE_OUTAGES, REDIS_OUTAGES, is_transient, outage
+from ledgerq.shared.outages import is_transient, outage
 from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
@@ -39,6 +40,19 @@ log = logging.getLogger("ledgerq.worker")
 PRESENT_FOR_S = 60.0
 PRESENT_MAX = 100_000
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _unless_away() -> Iterator[None]:
+    """Let a dependency's outage (or Redis refusing for now) pass; anything else is raised."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+
+
+PROBE_CONNECT_S = 2  # how long a worker waits to learn whether Postgres is reachable at all
 
 
 def _before_commit() -> None:
@@ -206,7 +220,7 @@ class PartitionRunner:
     def _release(self) -> None:
         self.metrics.lease_held.labels(self._label).set(0)
         # If Redis is away the lease lapses by itself after lease_ttl_ms.
-        with contextlib.suppress(*REDIS_OUTAGES):
+        with _unless_away():
             self.lease.release()
 
     # -- apply with retries: transient faults wait in place, poison is isolated and bounded ----------
@@ -367,7 +381,7 @@ class PartitionRunner:
             self._sleep(delay_s)
             delay_s = min(delay_s * 2, self.settings.backoff_s_max)
             # Redis away too: the lease check on the next take decides.
-            with contextlib.suppress(*REDIS_OUTAGES, *DATABASE_OUTAGES):
+            with _unless_away():
                 self._renew_if_due()
 
     def _hand_over_if_cut_off(self, away_s: float) -> None:
@@ -380,13 +394,15 @@ class PartitionRunner:
         raise LeaseLost(f"Postgres unreachable for {away_s:.1f}s; lease handed back")
 
     def _database_reachable(self) -> bool:
+        """A fresh connection within PROBE_CONNECT_S: not the pool's, whose sockets may be hung on a
+        dead link for the TCP user timeout (which would also hold up a SIGTERM)."""
+        if self.stop.is_set():
+            raise Stopping()
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            psycopg.connect(url, connect_timeout=PROBE_CONNECT_S).close()
             return True
-        except Exception as exc:
-            if outage(exc) != "database":
-                raise
+        except psycopg.Error:
             return False
 
     def _sleep(self, seconds: float) -> None:
