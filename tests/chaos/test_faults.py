@@ -81,14 +81,19 @@ def all_workers(cluster: Cluster, **env: str) -> None:
         cluster.add_worker([partition], **env)
 
 
-def freeze_then_wake(cluster: Cluster, partition: int, point: str, name: str) -> tuple[str, Report]:
-    """Freeze the owner at `point` past its lease, let a successor take over, then wake the old owner.
-    Returns the old owner's log and the end-of-run check."""
+def freeze_then_wake(
+    cluster: Cluster, partition: int, point: str, name: str, meanwhile: Callable[[], None] | None = None
+) -> tuple[str, Report]:
+    """Freeze the owner at `point` past its lease, let a successor take over, then wake the old owner;
+    `meanwhile` runs while it is frozen, before the successor starts. Returns the old owner's log
+    and the end-of-run check."""
     account = account_on(cluster, partition)
     history = History()
     frozen = cluster.add_worker([partition], LEDGERQ_FAULT_POINTS=f"{point}:stop:1")
     first = deposits(cluster, history, account, 3)
     wait_until(lambda: is_stopped(frozen))
+    if meanwhile is not None:
+        meanwhile()
     successor = cluster.add_worker([partition])
     assert status(cluster, first[-1], 30) == "applied"  # after the lease lapsed (and any frozen tx was ended)
     frozen.restart = False

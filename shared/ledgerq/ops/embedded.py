@@ -256,6 +256,24 @@ class PostgresServer:
             self.process.wait()
 
 
+def _wait_for_ping(process: subprocess.Popen[Any], client: Redis, what: str, data_dir: Path) -> None:
+    """Until the server answers PING; fail at once if it exits, or after START_TIMEOUT_S."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode}; see {data_dir}")
+            try:
+                client.ping()
+                return
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        client.close()
+
+
 @dataclass
 class RedisServer:
     data_dir: Path
@@ -300,20 +318,8 @@ class RedisServer:
             stderr=log,
             preexec_fn=_tied_to_parent(),
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        client = Redis.from_url(self.url, socket_connect_timeout=1)
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.data_dir}")
-            try:
-                # A restarted server answers LOADING until the AOF is replayed.
-                client.ping()
-                break
-            except RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        # A restarted server answers LOADING until the AOF is replayed.
+        _wait_for_ping(self.process, Redis.from_url(self.url, socket_connect_timeout=1), "redis-server", self.data_dir)
         return self
 
     def stop(self) -> None:
@@ -372,19 +378,7 @@ class SentinelServer:
             stderr=log,
             preexec_fn=_tied_to_parent(),
         )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        client = Redis(port=self.port, socket_connect_timeout=1)
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis sentinel exited with {self.process.returncode}; see {self.data_dir}")
-            try:
-                client.ping()
-                break
-            except RedisError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        _wait_for_ping(self.process, Redis(port=self.port, socket_connect_timeout=1), "redis sentinel", self.data_dir)
         return self
 
     def primary(self) -> tuple[str, int] | None:
