@@ -59,9 +59,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postgres
 @pytest.fixture(scope="session")
 def settings(servers: tuple[PostgresServer, RedisServer]) -> Settings:
     postgres, redis = servers
+    return service_settings(postgres.url, redis.url)
+
+
+def service_settings(database_url: str, redis_url: str) -> Settings:
+    """The tests' settings for a service on these servers, its schema migrated and P fixed."""
     s = Settings(
-        database_url=postgres.url,
-        redis_url=redis.url,
+        database_url=database_url,
+        redis_url=redis_url,
         partitions=PARTITIONS,
         lease_ttl_ms=2000,
         backoff_s_max=0.5,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from ledgerq.ops.embedded import PostgresServer, RedisServer, SentinelServer, free_port, sentinel_url
+from ledgerq.ops.embedded import ClusterServers, PostgresServer, RedisServer, SentinelServer, free_port, sentinel_url
 from ledgerq.shared.apikeys import create_key
 from ledgerq.shared.db import fix_partitions, make_engine, migrate
 from ledgerq.shared.settings import Settings
@@ -76,15 +76,22 @@ class Cluster:
         redis_dir: Path | None = None,
         redis_options: tuple[str, ...] = (),
         postgres: PostgresServer | None = None,
+        redis_cluster: bool = False,
     ) -> None:
         self.root = root
         self.postgres = (postgres or PostgresServer(root / "pgdata")).start()
-        self.redis = RedisServer(redis_dir or root / "redis", options=(*REPLICATION, *redis_options)).start()
+        # With `redis_cluster`: a Redis Cluster of 3 primaries with a replica each instead of one Redis
+        # (`self.redis` is then its first node).
+        self.redis_cluster = ClusterServers(root / "redis-cluster").start() if redis_cluster else None
+        if self.redis_cluster:
+            self.redis = self.redis_cluster.nodes[0]
+        else:
+            self.redis = RedisServer(redis_dir or root / "redis", options=(*REPLICATION, *redis_options)).start()
         # With sentinels: a replica of `redis` and three sentinels; every process is given the
         # Sentinel URL, so the API and workers follow a failover (and WAIT for the replica).
         self.replica: RedisServer | None = None
         self.sentinels: list[SentinelServer] = []
-        redis_url = self.redis.url
+        redis_url = self.redis_cluster.url if self.redis_cluster else self.redis.url
         if sentinels:
             replica_of = ("--replicaof", "127.0.0.1", str(self.redis.port))
             self.replica = RedisServer(root / "replica", options=(*REPLICATION, *replica_of)).start()
@@ -174,6 +181,8 @@ class Cluster:
         self.engine.dispose()
         for server in [*self.sentinels, self.redis, *([self.replica] if self.replica else [])]:
             server.stop()
+        if self.redis_cluster:
+            self.redis_cluster.stop()
         self.postgres.stop()
 
     # -- waiting -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the server until there is room again, and nothing acknowledged is lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import threading
@@ -40,12 +41,20 @@ def small_disk(path: Path, size_mb: int) -> Iterator[Path]:
 
 
 def fill(volume: Path, leave_bytes: int) -> Path:
-    """A ballast file taking all but `leave_bytes` of the volume."""
+    """A ballast file taking all but `leave_bytes` of the volume. The server writes meanwhile, so the
+    free space is a moving target: write until the disk refuses, then give `leave_bytes` back."""
     ballast = volume / "ballast"
-    stat = os.statvfs(volume)
-    with open(ballast, "wb") as out:
-        out.truncate(0)
-        out.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - leave_bytes))
+    chunk = b"\0" * 65536
+    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        while True:
+            os.write(fd, chunk)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    os.truncate(ballast, max(0, ballast.stat().st_size - leave_bytes))
     return ballast
 
 

@@ -298,7 +298,19 @@ def run(
                 sent.release()
 
     chaos_stop = threading.Event()
-    chaos_thread = threading.Thread(target=chaos, args=(chaos_stop,), daemon=True) if chaos else None
+    broken: list[BaseException] = []
+
+    def chaos_or_stop(stop: threading.Event) -> None:
+        """A fault that fails to inject (or to heal) ends the run at once, instead of leaving the
+        clients retrying against a dependency that never comes back."""
+        assert chaos is not None
+        try:
+            chaos(stop)
+        except BaseException as exc:
+            broken.append(exc)
+            done.set()
+
+    chaos_thread = threading.Thread(target=chaos_or_stop, args=(chaos_stop,), daemon=True) if chaos else None
     if chaos_thread:
         chaos_thread.start()
     workers = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(threads)]
@@ -313,6 +325,8 @@ def run(
     chaos_stop.set()
     if chaos_thread:
         chaos_thread.join(timeout=120)
+    if broken:
+        raise AssertionError(f"the fault injection failed: {broken[0]!r}") from broken[0]
     return history, settle(cluster, history)
 
 

@@ -9,20 +9,24 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from redis import Redis
 from sqlalchemy import func, select, text
 
 from ledgerq.api.context import Context
 from ledgerq.shared.apikeys import create_key, revoke_key
-from ledgerq.shared.keys import job_key, queue_key
 from ledgerq.shared.schema import commands
 from tests.conftest import PARTITIONS, uid, wait_final
 
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code"}
 
 
-def queued_jobs(redis: Redis) -> int:
-    return sum(int(redis.llen(queue_key(p))) for p in range(PARTITIONS))
+def queued_jobs(ctx: Context) -> int:
+    return sum(int(ctx.redis.llen(ctx.settings.redis_keys.queue_key(p))) for p in range(PARTITIONS))
+
+
+def job_key_of(ctx: Context, command_id: str) -> str:
+    with ctx.engine.connect() as conn:
+        partition = conn.execute(select(commands.c.partition).where(commands.c.id == command_id)).scalar_one()
+    return ctx.settings.redis_keys.job_key(command_id, partition)
 
 
 def command_rows(ctx: Context) -> int:
@@ -45,24 +49,24 @@ def deposit(account: str, **change: Any) -> dict[str, Any]:
 def test_32_racing_identical_submits_enqueue_once(http: TestClient, ctx: Context, account: str) -> None:
     """Invariant 8: of 32 identical submits at once, one 202 and 31 replays; exactly one job queued."""
     body = deposit(account)
-    before = queued_jobs(ctx.redis)
+    before = queued_jobs(ctx)
     with ThreadPoolExecutor(32) as pool:
         answers = list(pool.map(lambda _: http.post("/v1/commands", json=body), range(32)))
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] * 31 + [202]
     assert all(a.headers.get("Idempotent-Replayed") == "true" for a in answers if a.status_code == 200)
     assert {a.json()["id"] for a in answers} == {body["id"]}
-    assert queued_jobs(ctx.redis) == before + 1
+    assert queued_jobs(ctx) == before + 1
 
 
 def test_same_id_other_payload_is_a_conflict(http: TestClient, ctx: Context, account: str) -> None:
     body = deposit(account)
     assert http.post("/v1/commands", json=body).status_code == 202
-    before = queued_jobs(ctx.redis)
+    before = queued_jobs(ctx)
     answer = http.post("/v1/commands", json={**body, "amount": 101})
     assert answer.status_code == 409 and answer.json()["code"] == "idempotency_conflict"
     assert answer.headers["content-type"] == "application/problem+json"
-    assert queued_jobs(ctx.redis) == before
+    assert queued_jobs(ctx) == before
 
 
 def test_key_order_does_not_change_the_payload(http: TestClient, account: str) -> None:
@@ -96,27 +100,26 @@ def test_replay_after_rq_job_expired_does_not_enqueue_again(
         assert wait_final(http, body["id"])["status"] == "applied"
     finally:
         running.close()
-    ctx.redis.delete(job_key(body["id"]))  # as if result_ttl passed
-    before = queued_jobs(ctx.redis)
+    job_key = job_key_of(ctx, body["id"])
+    ctx.redis.delete(job_key)  # as if result_ttl passed
+    before = queued_jobs(ctx)
     again = http.post("/v1/commands", json=body)
     assert again.status_code == 200 and again.json()["status"] == "applied"
-    assert queued_jobs(ctx.redis) == before and not ctx.redis.exists(job_key(body["id"]))
+    assert queued_jobs(ctx) == before and not ctx.redis.exists(job_key)
 
 
 def test_a_claim_without_a_job_heals_on_retry(http: TestClient, ctx: Context, account: str) -> None:
     """A crash between claim and enqueue: the client's retry enqueues the job (once)."""
     body = deposit(account)
     assert http.post("/v1/commands", json=body).status_code == 202
-    ctx.redis.delete(job_key(body["id"]))
-    ctx.redis.lrem(
-        queue_key(http.get(f"/v1/commands/{body['id']}").json()["partition"]),
-        0,
-        job_key(body["id"]).removeprefix("rq:job:"),
-    )
-    before = queued_jobs(ctx.redis)
+    job_key = job_key_of(ctx, body["id"])
+    ctx.redis.delete(job_key)
+    partition = http.get(f"/v1/commands/{body['id']}").json()["partition"]
+    ctx.redis.lrem(ctx.settings.redis_keys.queue_key(partition), 0, job_key.removeprefix("rq:job:"))
+    before = queued_jobs(ctx)
     assert http.post("/v1/commands", json=body).status_code == 200
     assert http.post("/v1/commands", json=body).status_code == 200
-    assert queued_jobs(ctx.redis) == before + 1 and ctx.redis.exists(job_key(body["id"]))
+    assert queued_jobs(ctx) == before + 1 and ctx.redis.exists(job_key)
 
 
 BIG = 2**63
@@ -167,7 +170,7 @@ def test_bad_inputs_are_refused_with_problem_json_and_nothing_enqueued(
     assert http.post("/v1/accounts", json={"id": eur, "currency": "EUR"}).status_code == 201
     cases = list(bad_inputs(account, eur))
     assert len(cases) >= 25
-    jobs, rows = queued_jobs(ctx.redis), command_rows(ctx)
+    jobs, rows = queued_jobs(ctx), command_rows(ctx)
     for name, body, status, code in cases:
         if isinstance(body, bytes):
             answer = http.post("/v1/commands", content=body, headers={"content-type": "application/json"})
@@ -177,7 +180,7 @@ def test_bad_inputs_are_refused_with_problem_json_and_nothing_enqueued(
         assert answer.headers["content-type"] == "application/problem+json", name
         problem = answer.json()
         assert problem.keys() >= PROBLEM_FIELDS and problem["code"] == code and problem["status"] == status, name
-    assert (queued_jobs(ctx.redis), command_rows(ctx)) == (jobs, rows)
+    assert (queued_jobs(ctx), command_rows(ctx)) == (jobs, rows)
 
 
 @pytest.mark.parametrize(
@@ -298,12 +301,12 @@ def test_a_full_partition_queue_pushes_back_with_503(
     assert http.post("/v1/commands", json=deposit(account)).status_code == 202  # no worker: it waits
     bounded = Context(settings.model_copy(update={"queue_depth_max": 1}), ctx.engine, ctx.redis)
     body = deposit(account)
-    jobs, rows = queued_jobs(ctx.redis), command_rows(ctx)
+    jobs, rows = queued_jobs(ctx), command_rows(ctx)
     with TestClient(create_app(context=bounded)) as client:
         client.headers["Authorization"] = http.headers["Authorization"]
         answer = client.post("/v1/commands", json=body)
     assert answer.status_code == 503 and answer.json()["code"] == "queue_full" and answer.headers["Retry-After"]
-    assert (queued_jobs(ctx.redis), command_rows(ctx)) == (jobs, rows)
+    assert (queued_jobs(ctx), command_rows(ctx)) == (jobs, rows)
 
 
 def test_metadata_nesting_is_bounded(http: TestClient, account: str) -> None:

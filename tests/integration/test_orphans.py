@@ -12,12 +12,11 @@ import time
 from typing import Any
 
 import pytest
-from redis import Redis
 from sqlalchemy import text
 
 from ledgerq.api.context import Context
 from ledgerq.api.inprocess import LedgerClient
-from ledgerq.shared.keys import job_id, queue_key
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.runner import PartitionRunner
@@ -38,11 +37,12 @@ def fast(ctx: Context) -> Settings:
     return ctx.settings.model_copy(update={"orphan_after_s": ORPHAN_AFTER_S, "orphan_scan_s": 0.05})
 
 
-def lose_jobs(redis: Redis, partition: int, command_ids: list[str]) -> None:
+def lose_jobs(ctx: Context, partition: int, command_ids: list[str]) -> None:
     """What a failover without WAIT, or a restore from an older AOF, leaves: no hash, not in the queue."""
+    keys = ctx.settings.redis_keys
     for command_id in command_ids:
-        redis.delete(f"rq:job:{job_id(command_id)}")
-        redis.lrem(queue_key(partition), 0, job_id(command_id))
+        ctx.redis.delete(keys.job_key(command_id, partition))
+        ctx.redis.lrem(keys.queue_key(partition), 0, keys.job_id(command_id, partition))
 
 
 def claimed_payload(ctx: Context, command_id: str) -> dict[str, Any]:
@@ -72,9 +72,8 @@ def test_a_lost_job_is_applied_in_acceptance_order_ahead_of_later_commands(
 ) -> None:
     partition = 1
     account = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
     first = [deposit(client, account, n) for n in range(1, 7)]  # c1..c6, each acknowledged before the next
-    lose_jobs(redis, partition, [first[2]])
+    lose_jobs(ctx, partition, [first[2]])
     last = deposit(client, account, 7)
     r = runner(fast, ctx, partition)  # at once: no age to wait out, the batch itself shows c3 is missing
     serve_until_final(r, ctx, [*first, last])
@@ -87,16 +86,15 @@ def test_an_owner_already_serving_finds_a_lost_job_in_its_next_batch(ctx: Contex
     lost claim ahead of the commands accepted after it."""
     partition = 1
     account = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
     r = runner(ctx.settings, ctx, partition)
     assert r._acquire()
     early = [deposit(client, account, n) for n in (1, 2)]
     r.process(r.queue.take(r.lease.token, 500))
     assert statuses(ctx, early) == ["applied", "applied"]
     later = [deposit(client, account, n) for n in (3, 4, 5, 6)]
-    lose_jobs(redis, partition, [later[1]])
+    lose_jobs(ctx, partition, [later[1]])
     taken = r.queue.take(r.lease.token, 500)
-    assert job_id(later[1]) not in taken.job_ids
+    assert ctx.settings.redis_keys.job_id(later[1], partition) not in taken.job_ids
     r.process(taken)
     assert [e[1] for e in entries_of(ctx, account)] == early + later
     assert r.counts["orphans"] == 1
@@ -111,9 +109,8 @@ def test_a_whole_lost_queue_is_drained_from_the_claims_in_order(
     partition = 3
     account = account_on(ctx, partition)
     other = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
     ids = [deposit(client, account if n % 2 else other, n) for n in range(1, 21)]
-    lose_jobs(redis, partition, ids)
+    lose_jobs(ctx, partition, ids)
     time.sleep(ORPHAN_AFTER_S + 0.2)
     r = runner(fast, ctx, partition)
     serve_until_final(r, ctx, ids)
@@ -129,10 +126,10 @@ def test_a_claim_younger_than_the_orphan_age_waits_for_its_job(
     its job arrives it is applied from it, once."""
     partition = 0
     account = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
+    redis: RedisClient = ctx.redis
     late = deposit(client, account, 5)
     stored = claimed_payload(ctx, late)
-    lose_jobs(redis, partition, [late])
+    lose_jobs(ctx, partition, [late])
     slow = fast.model_copy(update={"orphan_after_s": 3600.0})
     r = runner(slow, ctx, partition)
     thread = threading.Thread(target=r.run, daemon=True)
@@ -155,10 +152,10 @@ def test_a_claim_younger_than_the_orphan_age_waits_for_its_job(
 def test_an_orphans_job_turning_up_later_is_a_replay(ctx: Context, client: LedgerClient, fast: Settings) -> None:
     partition = 2
     account = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
+    redis: RedisClient = ctx.redis
     lost = deposit(client, account, 9)
     stored = claimed_payload(ctx, lost)
-    lose_jobs(redis, partition, [lost])
+    lose_jobs(ctx, partition, [lost])
     time.sleep(ORPHAN_AFTER_S + 0.2)
     r = runner(fast, ctx, partition)
     serve_until_final(r, ctx, [lost])
@@ -167,7 +164,7 @@ def test_an_orphans_job_turning_up_later_is_a_replay(ctx: Context, client: Ledge
     thread = threading.Thread(target=again.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while redis.llen(queue_key(partition)) or not again.counts["acquired"]:
+    while redis.llen(ctx.settings.redis_keys.queue_key(partition)) or not again.counts["acquired"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.2)
@@ -194,13 +191,12 @@ def test_an_orphan_that_raises_is_failed_and_the_rest_apply_in_order(
     monkeypatch.setattr(apply_module, "plan", flaky_plan)
     partition = 1
     account = account_on(ctx, partition)
-    redis = Redis.from_url(ctx.settings.redis_url)
     before = deposit(client, account, 1)
     poison = deposit(client, account, 2, uid("poison"))
     after = [deposit(client, account, n) for n in (3, 4)]
-    lose_jobs(redis, partition, [poison])
+    lose_jobs(ctx, partition, [poison])
     alone = deposit(client, account, 5, uid("poison"))  # a second one, found by the idle scan
-    lose_jobs(redis, partition, [alone])
+    lose_jobs(ctx, partition, [alone])
     time.sleep(ORPHAN_AFTER_S + 0.2)
     r = runner(fast, ctx, partition)
     serve_until_final(r, ctx, [before, poison, *after, alone])

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from ledgerq.shared.keys import lease_key, queue_key, queue_name
+from ledgerq.shared.keys import STANDALONE, lease_key, queue_key, queue_name
 from ledgerq.worker.partition_queue import PartitionQueue
 
 PARTITION = 900  # beyond any partition the other tests use, in a Redis database of its own
@@ -22,7 +22,7 @@ def test_taken_jobs_are_executing_until_completed(servers: Any, size: int) -> No
     for start in range(0, size, 1000):
         redis.rpush(queue_key(PARTITION), *ids[start : start + 1000])
     redis.set(lease_key(PARTITION), "me")
-    queue = PartitionQueue(redis, PARTITION, result_ttl_s=60, failure_ttl_s=60)
+    queue = PartitionQueue(redis, PARTITION, keys=STANDALONE, result_ttl_s=60, failure_ttl_s=60)
     started = f"rq:wip:{queue_name(PARTITION)}"
 
     taken = queue.take("me", size)

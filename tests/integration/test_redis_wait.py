@@ -14,8 +14,7 @@ from redis import Redis
 
 from ledgerq.api.app import create_app
 from ledgerq.api.context import Context
-from ledgerq.shared.keys import job_id
-from ledgerq.shared.rq_format import REPLICATION_MARK_KEY
+from ledgerq.shared.keys import STANDALONE, job_id
 from ledgerq.shared.settings import Settings
 from tests.conftest import uid
 
@@ -41,7 +40,7 @@ def test_no_replica_acknowledging_answers_503_and_the_retry_heals(
     assert problem["code"] == "redis_unavailable" and "0 of 1 Redis replicas within 50 ms" in problem["detail"]
     assert refused.headers["content-type"] == "application/problem+json" and refused.headers["retry-after"] == "1"
     redis = Redis.from_url(settings.redis_url)
-    assert redis.exists(f"rq:job:{job_id(command['id'])}") and redis.exists(REPLICATION_MARK_KEY)
+    assert redis.exists(f"rq:job:{job_id(command['id'])}") and redis.exists(STANDALONE.replication_mark_key(0))
     assert waiting.post("/v1/commands", json=command).status_code == 503  # still no replica: still 503
     healed = http.post("/v1/commands", json=command)  # an API that does not wait (or the replica is back)
     assert healed.status_code == 200 and healed.headers["idempotent-replayed"] == "true"

@@ -16,7 +16,8 @@ from ledgerq.api.inprocess import LedgerClient
 from ledgerq.ops.embedded import PostgresServer
 from ledgerq.shared.db import fix_partitions, make_engine, migrate
 from ledgerq.shared.errors import ConfigurationError, Fenced
-from ledgerq.shared.keys import inflight_key, job_id, lease_key, queue_key
+from ledgerq.shared.keys import inflight_key, queue_key
+from ledgerq.shared.redis_client import connect
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.apply import apply_batch
@@ -59,7 +60,7 @@ def entries_of(ctx: Context, account: str) -> list[tuple[int, str, int]]:
 
 def runner(settings: Settings, ctx: Context, partition: int, stop: threading.Event | None = None) -> PartitionRunner:
     return PartitionRunner(
-        partition, settings, ctx.engine, Redis.from_url(settings.redis_url), stop or threading.Event()
+        partition, settings, ctx.engine, connect(settings.redis_url), stop or threading.Event()
     )
 
 
@@ -71,8 +72,8 @@ def run_until_idle(r: PartitionRunner, partition: int, timeout_s: float = 120) -
     while time.monotonic() < deadline:
         if (
             r.counts["acquired"]
-            and not r.redis.llen(queue_key(partition))
-            and not r.redis.llen(inflight_key(partition))
+            and not r.redis.llen(r.keys.queue_key(partition))
+            and not r.redis.llen(r.keys.inflight_key(partition))
         ):
             break
         time.sleep(0.02)
@@ -146,16 +147,17 @@ def test_a_dead_owners_inflight_batch_is_applied_first_and_in_order(ctx: Context
     run_until_idle(runner(ctx.settings, ctx, partition), partition)  # other tests may have left jobs queued
     account = account_on(ctx, partition)
     ids = [deposit(client, account, n) for n in range(1, 7)]
-    redis = Redis.from_url(ctx.settings.redis_url)
+    redis = ctx.redis
+    keys = ctx.settings.redis_keys
     # A worker takes three jobs and dies before applying them (its lease lapses).
-    dead = Lease(redis, partition, "dead-owner", 200)
+    dead = Lease(redis, partition, "dead-owner", 200, keys)
     assert dead.try_acquire()
     from ledgerq.worker.partition_queue import PartitionQueue
 
-    taken = PartitionQueue(redis, partition, result_ttl_s=60, failure_ttl_s=60).take("dead-owner", 3)
-    assert taken.job_ids == [job_id(i) for i in ids[:3]]
+    taken = PartitionQueue(redis, partition, keys=keys, result_ttl_s=60, failure_ttl_s=60).take("dead-owner", 3)
+    assert taken.job_ids == [keys.job_id(i, partition) for i in ids[:3]]
     time.sleep(0.3)
-    assert redis.get(lease_key(partition)) is None
+    assert redis.get(keys.lease_key(partition)) is None
     r = runner(ctx.settings, ctx, partition)
     run_until_idle(r, partition)
     assert r.counts["recovered"] == 3

@@ -11,6 +11,7 @@ import sys
 import fakeredis
 import pytest
 
+from ledgerq.shared.keys import STANDALONE
 from ledgerq.worker.faults import _parse
 from ledgerq.worker.lease import Lease
 
@@ -31,10 +32,10 @@ def test_a_dead_local_holders_lease_is_taken_at_once_a_live_ones_is_not() -> Non
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     redis.set("ledgerq:lease:0", f"{socket.gethostname()}:{dead.pid}:abc", px=60_000)
-    lease = Lease(redis, 0, "me:1:x", 5_000)
+    lease = Lease(redis, 0, "me:1:x", 5_000, STANDALONE)
     assert not lease.try_acquire()
     assert lease.take_from_dead_holder() and lease.holder() == "me:1:x"
     redis.set("ledgerq:lease:1", f"{socket.gethostname()}:{os.getpid()}:abc", px=60_000)  # alive: us
-    assert not Lease(redis, 1, "me:1:y", 5_000).take_from_dead_holder()
+    assert not Lease(redis, 1, "me:1:y", 5_000, STANDALONE).take_from_dead_holder()
     redis.set("ledgerq:lease:2", f"elsewhere:{dead.pid}:abc", px=60_000)  # another host: cannot know
-    assert not Lease(redis, 2, "me:1:z", 5_000).take_from_dead_holder()
+    assert not Lease(redis, 2, "me:1:z", 5_000, STANDALONE).take_from_dead_holder()

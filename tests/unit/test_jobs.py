@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from ledgerq.shared.errors import Fenced
-from ledgerq.shared.keys import JOB_FUNC, inflight_key, job_id, lease_key, queue_key
+from ledgerq.shared.keys import JOB_FUNC, STANDALONE, inflight_key, job_id, lease_key, queue_key
 from ledgerq.shared.rq_format import decode_jobs
 from ledgerq.shared.signing import sign
 from ledgerq.worker.jobs import apply_command
@@ -48,7 +48,7 @@ def test_only_ledgerq_jobs_with_matching_ids_are_accepted() -> None:
     put_job(redis, forged, json_job(JOB_FUNC, "c5", key="attacker-key-" + "x" * 20))
     put_job(redis, old_key, json_job(JOB_FUNC, "c6", key="previous-key-" + "y" * 20))
     ids = [good, other, pickled, mismatched, job_id("missing"), forged, old_key]
-    decoded = decode_jobs(ids, stored_data(redis, ids), [KEY, "previous-key-" + "y" * 20])
+    decoded = decode_jobs(ids, stored_data(redis, ids), [KEY, "previous-key-" + "y" * 20], STANDALONE, 0)
     assert [d.command_id for d in decoded] == ["c1", None, None, None, None, None, "c6"]
     assert all(d.problem for d in decoded[1:6])
     assert decoded[5].problem == "invalid_signature" and decoded[5].named_command_id == "c5"
@@ -56,7 +56,8 @@ def test_only_ledgerq_jobs_with_matching_ids_are_accepted() -> None:
     tampered = json.loads(zlib.decompress(json_job(JOB_FUNC, "c7")))
     tampered[3]["command"]["amount"] = 10**9
     put_job(redis, job_id("c7"), zlib.compress(json.dumps(tampered).encode()))
-    assert decode_jobs([job_id("c7")], stored_data(redis, [job_id("c7")]), [KEY])[0].problem == "invalid_signature"
+    decoded = decode_jobs([job_id("c7")], stored_data(redis, [job_id("c7")]), [KEY], STANDALONE, 0)
+    assert decoded[0].problem == "invalid_signature"
 
 
 def test_a_job_queued_before_the_namespace_move_is_still_accepted() -> None:
@@ -64,7 +65,8 @@ def test_a_job_queued_before_the_namespace_move_is_still_accepted() -> None:
     redis = fakeredis.FakeRedis()
     put_job(redis, job_id("old"), json_job("worker.jobs.apply_command", "old"))
     put_job(redis, job_id("near"), json_job("worker.jobs.apply_commands", "near"))
-    decoded = decode_jobs([job_id("old"), job_id("near")], stored_data(redis, [job_id("old"), job_id("near")]), [KEY])
+    ids = [job_id("old"), job_id("near")]
+    decoded = decode_jobs(ids, stored_data(redis, ids), [KEY], STANDALONE, 0)
     assert [d.command_id for d in decoded] == ["old", None]
 
 
@@ -78,7 +80,7 @@ def test_take_moves_in_order_and_recovers_inflight_first() -> None:
     redis = fakeredis.FakeRedis()
     redis.rpush(queue_key(0), *[f"j{n}" for n in range(5)])
     redis.set(lease_key(0), "old")
-    q = PartitionQueue(redis, 0, result_ttl_s=10, failure_ttl_s=10)
+    q = PartitionQueue(redis, 0, keys=STANDALONE, result_ttl_s=10, failure_ttl_s=10)
     assert q.take("old", 2).job_ids == ["j0", "j1"]
     # The old owner dies here; a new owner takes the lease.
     redis.set(lease_key(0), "new")
@@ -94,7 +96,7 @@ def test_a_stale_owner_can_neither_take_nor_complete() -> None:
     redis = fakeredis.FakeRedis()
     redis.rpush(queue_key(1), "a", "b")
     redis.set(lease_key(1), "new")
-    q = PartitionQueue(redis, 1, result_ttl_s=10, failure_ttl_s=10)
+    q = PartitionQueue(redis, 1, keys=STANDALONE, result_ttl_s=10, failure_ttl_s=10)
     assert q.take("new", 1).job_ids == ["a"]
     with pytest.raises(Fenced):
         q.take("old", 5)
@@ -113,5 +115,5 @@ def test_what_the_codec_writes_it_reads_back() -> None:
     payload = {"id": "shop1:/c9", "type": "deposit", "account_id": "shop1:a", "amount": 3, "currency": "USD"}
     data = job_fields(Claim(2, payload, "req-1"), settings, "2026-01-01T00:00:00.000000Z")[0]
     assert isinstance(data, bytes)
-    decoded = decode_job(job_id("shop1:/c9"), data, settings.signing_keys())
+    decoded = decode_job(job_id("shop1:/c9"), data, settings.signing_keys(), STANDALONE, 0)
     assert (decoded.command_id, decoded.problem, decoded.request_id) == ("shop1:/c9", None, "req-1")

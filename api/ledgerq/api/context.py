@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from redis import Redis
 from sqlalchemy import Engine
 
 from ledgerq.api.audit import write_audit_rows
@@ -19,7 +18,7 @@ from ledgerq.api.submit import Outcome, QueueDepths, Submission, submit_round
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.db import check_partitions, make_engine
 from ledgerq.shared.errors import LedgerError
-from ledgerq.shared.redis_client import connect
+from ledgerq.shared.redis_client import RedisClient, connect
 from ledgerq.shared.settings import Settings
 
 
@@ -27,7 +26,7 @@ from ledgerq.shared.settings import Settings
 class Context:
     settings: Settings
     engine: Engine
-    redis: Redis
+    redis: RedisClient
     metrics_registry: CollectorRegistry | None = None
     currencies: CurrencyCache = field(init=False)
     submits: GroupCommit[Submission, Outcome] = field(init=False)

@@ -43,7 +43,7 @@ class PartitionCollector(Collector):
             "1 for the worker (host:pid:token) holding the partition's lease",
             labels=["partition", "owner"],
         )
-        for state in partition_states(self.ctx.redis, self.ctx.settings.partitions):
+        for state in partition_states(self.ctx.redis, self.ctx.settings.redis_keys, self.ctx.settings.partitions):
             label = [str(state.partition)]
             depth.add_metric(label, state.queued)
             inflight.add_metric(label, state.inflight)

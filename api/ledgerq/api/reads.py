@@ -16,7 +16,6 @@ from sqlalchemy import select
 from ledgerq.api.context import Context
 from ledgerq.shared.apikeys import ApiKey
 from ledgerq.shared.commands import REVERSIBLE_TYPES
-from ledgerq.shared.keys import job_key
 from ledgerq.shared.schema import CommandStatus, commands
 from ledgerq.shared.scoping import is_own, shown_id
 
@@ -87,7 +86,8 @@ def command_view(ctx: Context, command_id: str, key: ApiKey | None = None) -> di
         if not all(key.covers(a) for a in debited):  # a rejection's detail speaks of the debited accounts
             detail = "withheld: it concerns an account outside this key's prefix"
     status = row.status
-    if status == CommandStatus.QUEUED and ctx.redis.hget(job_key(command_id), "status") == b"started":
+    job_key = ctx.settings.redis_keys.job_key(command_id, row.partition)
+    if status == CommandStatus.QUEUED and ctx.redis.hget(job_key, "status") == b"started":
         status = CommandStatus.STARTED
     out: dict[str, Any] = {
         "id": shown_id(prefix, row.id),

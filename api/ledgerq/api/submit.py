@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from redis import Redis
 from sqlalchemy import Connection
 
 from ledgerq.api.references import Route, refuse_unclaimed_targets, route
@@ -39,7 +38,8 @@ from ledgerq.shared.errors import (
     UnknownAccount,
 )
 from ledgerq.shared.hold_locks import lock_for_claim
-from ledgerq.shared.keys import queue_key
+from ledgerq.shared.keys import Keys
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.routing import partition_for
 from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.schema import CommandStatus
@@ -261,13 +261,13 @@ class QueueDepths:
         self.fresh_s = fresh_s
         self.known: dict[int, tuple[int, float]] = {}
 
-    def of(self, redis: Redis, partitions: list[int]) -> dict[int, int]:
+    def of(self, redis: RedisClient, keys: Keys, partitions: list[int]) -> dict[int, int]:
         now = time.monotonic()
         stale = [p for p in partitions if p not in self.known or now - self.known[p][1] > self.fresh_s]
         if stale:
             with redis.pipeline(transaction=False) as pipe:
                 for partition in stale:
-                    pipe.llen(queue_key(partition))
+                    pipe.llen(keys.queue_key(partition))
                 for partition, depth in zip(stale, pipe.execute(), strict=True):
                     self.known[partition] = (int(depth), now)
         return {p: self.known[p][0] for p in partitions}
@@ -278,7 +278,7 @@ def _check_depth(ctx: Context, partitions: list[int], outcomes: list[Outcome | N
     wanted = sorted({p for p, o in zip(partitions, outcomes, strict=True) if o is None})
     if not wanted:
         return
-    depths = ctx.queue_depths.of(ctx.redis, wanted)
+    depths = ctx.queue_depths.of(ctx.redis, ctx.settings.redis_keys, wanted)
     limit = ctx.settings.queue_depth_max
     for i, partition in enumerate(partitions):
         if outcomes[i] is None and depths[partition] >= limit:

@@ -356,7 +356,7 @@ def status(as_json: bool) -> None:
 
     settings = Settings()
     counts = applied_counts(_engine(settings))
-    states = partition_states(connect(settings.redis_url), settings.partitions)
+    states = partition_states(connect(settings.redis_url), settings.redis_keys, settings.partitions)
     records = [_partition_record(s, counts) for s in states]
     show("partitions", records, status_table(records), map(_partition_line, records), as_json)
 

@@ -396,3 +396,94 @@ class SentinelServer:
 def sentinel_url(sentinels: list[SentinelServer], password: str | None = None) -> str:
     auth = f":{password}@" if password else ""
     return f"redis+sentinel://{auth}{','.join(s.address for s in sentinels)}/{sentinels[0].service}"
+
+
+@dataclass
+class ClusterServers:
+    """A Redis Cluster on this machine: `masters` primaries sharing the 16,384 slots evenly, each with
+    `replicas` replicas, every node AOF `always`. Built with CLUSTER MEET / ADDSLOTSRANGE / REPLICATE
+    (no redis-cli needed, so valkey's server serves too). Quick to fail over, for tests: a primary
+    silent for `node_timeout_ms` is replaced by its replica."""
+
+    root: Path
+    masters: int = 3
+    replicas: int = 1
+    node_timeout_ms: int = 1_000
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> ClusterServers:
+        options = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(self.node_timeout_ms),
+            # A replica however far behind may take over: the test kills primaries under load.
+            "--cluster-replica-validity-factor",
+            "0",
+        )
+        count = self.masters * (1 + self.replicas)
+        # The bus port is given (Redis 7+): the default, port + 10000, may not exist for a free port.
+        bus = [free_port() for _ in range(count)]
+        self.nodes = [
+            RedisServer(self.root / f"node{i}", options=(*options, "--cluster-port", str(bus[i]))).start()
+            for i in range(count)
+        ]
+        clients = [Redis(port=n.port, socket_timeout=5) for n in self.nodes]
+        for client in clients[1:]:
+            _cluster_command(client, "MEET", "127.0.0.1", self.nodes[0].port, bus[0])
+        share = 16384 // self.masters
+        for m in range(self.masters):
+            high = 16383 if m == self.masters - 1 else (m + 1) * share - 1
+            _cluster_command(clients[m], "ADDSLOTSRANGE", m * share, high)
+        _until(lambda: all(len(_cluster_nodes(c)) == count for c in clients), "every node knows every other")
+        for r in range(self.masters, count):
+            primary = _cluster_command(clients[(r - self.masters) % self.masters], "MYID")
+            _cluster_command(clients[r], "REPLICATE", primary)
+        _until(lambda: all(_cluster_ok(c) for c in clients), "cluster_state:ok on every node")
+        replicas = clients[self.masters :]
+        _until(lambda: all(c.info("replication").get("master_link_status") == "up" for c in replicas), "in sync")
+        for client in clients:
+            client.close()
+        return self
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes serving slots now (after a failover, the promoted replicas)."""
+        found = []
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            with contextlib.suppress(RedisError), Redis(port=node.port, socket_timeout=2) as client:
+                if client.info("replication").get("role") == "master" and _cluster_ok(client):
+                    found.append(node)
+        return found
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_nodes(client: Redis) -> list[str]:
+    return [line for line in _cluster_command(client, "NODES").decode().splitlines() if line]
+
+
+def _cluster_ok(client: Redis) -> bool:
+    info = _cluster_command(client, "INFO").decode()
+    return "cluster_state:ok" in info
+
+
+def _until(done: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis cluster: not {what} within {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def _cluster_command(client: Redis, *args: str | int) -> Any:
+    return client.execute_command("CLUSTER", *args)  # type: ignore[no-untyped-call]

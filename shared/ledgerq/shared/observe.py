@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from sqlalchemy import Engine, func, select
 
-from ledgerq.shared.keys import JOB_KEY_PREFIX, inflight_key, lease_key, queue_key
+from ledgerq.shared.keys import JOB_KEY_PREFIX, Keys
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.schema import accounts, commands
 
 
@@ -23,14 +25,14 @@ class PartitionState:
     oldest_age_s: float | None
 
 
-def partition_states(redis: Redis, partitions: int) -> list[PartitionState]:
+def partition_states(redis: RedisClient, keys: Keys, partitions: int) -> list[PartitionState]:
     with redis.pipeline(transaction=False) as pipe:
         for p in range(partitions):
-            pipe.get(lease_key(p))
-            pipe.llen(queue_key(p))
-            pipe.llen(inflight_key(p))
-            pipe.lindex(inflight_key(p), 0)
-            pipe.lindex(queue_key(p), 0)
+            pipe.get(keys.lease_key(p))
+            pipe.llen(keys.queue_key(p))
+            pipe.llen(keys.inflight_key(p))
+            pipe.lindex(keys.inflight_key(p), 0)
+            pipe.lindex(keys.queue_key(p), 0)
         raw = pipe.execute()
     heads = [raw[5 * p + 3] or raw[5 * p + 4] for p in range(partitions)]  # oldest unfinished job, if any
     with redis.pipeline(transaction=False) as pipe:
@@ -60,9 +62,38 @@ def _parse_rq_time(value: str) -> float:
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-def redis_durability(redis: Redis) -> tuple[bool | None, str]:
+def _servers(redis: RedisClient) -> list[Redis]:
+    """The servers that take writes: the one Redis, or each primary of a cluster."""
+    if isinstance(redis, RedisCluster):
+        return [redis.get_redis_connection(node) for node in redis.get_primaries()]  # type: ignore[no-untyped-call]
+    return [redis]
+
+
+def replicas_online(redis: RedisClient) -> int:
+    """Replicas able to acknowledge a write now (on a cluster: the fewest any primary has)."""
+    counts = []
+    for server in _servers(redis):
+        info = server.info("replication")
+        counts.append(sum(1 for k, v in info.items() if k.startswith("slave") and _online(v)))
+    return min(counts, default=0)
+
+
+def _online(replica: object) -> bool:
+    """A replica line of INFO replication (parsed by redis-py) in state online: one that can acknowledge."""
+    return isinstance(replica, dict) and replica.get("state") == "online"
+
+
+def redis_durability(redis: RedisClient) -> tuple[bool | None, str]:
     """Whether an acknowledged enqueue survives a Redis crash: AOF with appendfsync always, on Redis 7.0+
-    (older versions may reply before the fsync)."""
+    (older versions may reply before the fsync); on a cluster, on every primary."""
+    found = [_durability(server) for server in _servers(redis)]
+    for durable, how in found:
+        if not durable:
+            return durable, how
+    return found[0] if len(found) == 1 else (True, f"{found[0][1]} on all {len(found)} primaries")
+
+
+def _durability(redis: Redis) -> tuple[bool | None, str]:
     try:
         appendonly = redis.config_get("appendonly").get("appendonly")
         fsync = redis.config_get("appendfsync").get("appendfsync")

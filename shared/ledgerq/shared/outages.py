@@ -6,8 +6,18 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -18,15 +28,20 @@ class ReplicasBehind(RedisTimeoutError):
     """The primary has the write but not enough replicas acknowledged it in time (Redis WAIT)."""
 
 
-REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
+# A cluster whose slot map has a hole, or whose client gave up following moves ("TTL exhausted"),
+# is a cluster mid-failover.
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, SlotNotCoveredError, ClusterError)
 DATABASE_OUTAGES = (OperationalError, InterfaceError)
 # Error replies that mean "not now": a full disk (MISCONF), too few replicas (NOREPLICAS), a client
-# blocked in BLMOVE or WAIT when its primary is demoted (UNBLOCKED), a busy script (BUSY). Matched at
+# blocked in BLMOVE or WAIT when its primary is demoted (UNBLOCKED), a busy script (BUSY), a cluster
+# mid-failover or moving a slot (CLUSTERDOWN, TRYAGAIN, MOVED, ASK to a node written to directly). Matched at
 # the start of the message or, from a pipeline, after redis-py's "Command # n (...) of pipeline
 # caused error: ".
-_REFUSING = re.compile(r"(?:^|caused error: )(MISCONF|NOREPLICAS|UNBLOCKED|BUSY|MASTERDOWN|READONLY|OOM)\b")
+_REFUSING = re.compile(
+    r"(?:^|caused error: )(MISCONF|NOREPLICAS|UNBLOCKED|BUSY|MASTERDOWN|READONLY|OOM|CLUSTERDOWN|TRYAGAIN|MOVED|ASK)\b"
+)
 # The ones redis-py turns into classes of their own (stripping the code from the message).
-_REFUSING_CLASSES = (ReadOnlyError, OutOfMemoryError, MasterDownError)
+_REFUSING_CLASSES = (ReadOnlyError, OutOfMemoryError, MasterDownError, ClusterDownError, TryAgainError, AskError)
 
 
 def refusing(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ acceptance order: `ledgerq.worker.apply`.)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -30,18 +31,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from ledgerq.shared.commands import canonical_json
-from ledgerq.shared.keys import (
-    JOB_FUNC,
-    JOB_FUNCS_ACCEPTED,
-    LUA_KEY_PREFIXES,
-    QUEUES_KEY,
-    job_id,
-    queue_key,
-    queue_name,
-)
+from ledgerq.shared.keys import JOB_FUNC, JOB_FUNCS_ACCEPTED, JOB_KEY_PREFIX, QUEUES_KEY, Keys
 from ledgerq.shared.outages import ReplicasBehind
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.settings import Settings
 from ledgerq.shared.signing import sign, verify_canonical
 
@@ -59,44 +56,34 @@ FIELDS = (
     "timeout",
 )
 
-# ARGV: len(FIELDS), the field names, then per job: job id, queue name, "1" if its claim was made in
-# this round (no job can exist: the EXISTS check is skipped), one value per field.
-# Pushes keep argument order within each queue. Queues are listed in rq:queues (for `rq info`) by
-# `enqueue_commands` once per process and queue, and by each worker when it starts.
-_ENQUEUE = (
-    LUA_KEY_PREFIXES
-    + """
+# One partition's jobs. KEYS: the queue, then each job's hash. ARGV: len(FIELDS), the field names,
+# then per job: its id, "1" if its claim was made in this round (no job can exist: the EXISTS check
+# is skipped), one value per field. Pushes keep argument order. Every key is declared, and on a
+# cluster all are in the partition's slot (`keys.Keys`), so the script runs on one node, atomically.
+_ENQUEUE = """
 local nf = tonumber(ARGV[1])
 local names = {}
 for f = 1, nf do names[f] = ARGV[1 + f] end
-local pushes, queues, pushed = {}, {}, {}
+local pushed = {}
 local i = 2 + nf
-while i <= #ARGV do
-  local id, queue, fresh = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local key = JOB .. id
-  if fresh == '1' or redis.call('EXISTS', key) == 0 then
+for k = 2, #KEYS do
+  local id, fresh = ARGV[i], ARGV[i + 1]
+  if fresh == '1' or redis.call('EXISTS', KEYS[k]) == 0 then
     local args = {}
     for f = 1, nf do
       args[2 * f - 1] = names[f]
-      args[2 * f] = ARGV[i + 2 + f]
+      args[2 * f] = ARGV[i + 1 + f]
     end
-    redis.call('HSET', key, unpack(args))
-    if not pushes[queue] then pushes[queue] = {}; queues[#queues + 1] = queue end
-    local list = pushes[queue]
-    list[#list + 1] = id
+    redis.call('HSET', KEYS[k], unpack(args))
     pushed[#pushed + 1] = id
   end
-  i = i + 3 + nf
+  i = i + 2 + nf
 end
-for _, queue in ipairs(queues) do
-  local ids = pushes[queue]
-  for from = 1, #ids, 500 do
-    redis.call('RPUSH', QUEUE .. queue, unpack(ids, from, math.min(from + 499, #ids)))
-  end
+for from = 1, #pushed, 500 do
+  redis.call('RPUSH', KEYS[1], unpack(pushed, from, math.min(from + 499, #pushed)))
 end
 return pushed
 """
-)
 
 
 class Claim(NamedTuple):
@@ -120,7 +107,7 @@ def job_fields(claim: Claim, settings: Settings, now: str) -> list[str | bytes |
     data = json.dumps([JOB_FUNC, None, [], kwargs]).encode()
     return [
         data,
-        queue_name(claim.partition),
+        settings.redis_keys.queue_name(claim.partition),
         f"{payload['type']} {payload['id']}",
         "queued",
         now,
@@ -132,62 +119,96 @@ def job_fields(claim: Claim, settings: Settings, now: str) -> list[str | bytes |
 
 
 def enqueue_commands(
-    redis: Redis, claims: Sequence[Claim], settings: Settings, *, wait_replicas: int | None = None
+    redis: RedisClient, claims: Sequence[Claim], settings: Settings, *, wait_replicas: int | None = None
 ) -> set[str]:
-    """Enqueue each (partition, payload) unless its job exists; one round trip. Returns the job ids
-    queued. With replicas to wait for (`settings.wait_replicas` unless told), only once they have it."""
+    """Enqueue each (partition, payload) unless its job exists; one round trip per Redis node (one on
+    a single Redis). Returns the job ids queued. With replicas to wait for (`settings.wait_replicas`
+    unless told), only once they have it."""
     if not claims:
         return set()
+    keys = settings.redis_keys
     now = rq_now()
-    args: list[str | bytes | int] = [len(FIELDS), *FIELDS]
+    by_partition: dict[int, list[Claim]] = {}
     for claim in claims:
-        fresh = "1" if claim.fresh else "0"
-        args += [job_id(claim.payload["id"]), queue_name(claim.partition), fresh, *job_fields(claim, settings, now)]
-    unlisted = {queue_key(c.partition) for c in claims} - _LISTED
+        by_partition.setdefault(claim.partition, []).append(claim)
     script = redis.register_script(_ENQUEUE)  # EVALSHA, loading the script on first use
     replicas = settings.wait_replicas if wait_replicas is None else wait_replicas
-    if replicas == 0:
-        pushed = script(args=args)
-        if unlisted:
-            redis.sadd(QUEUES_KEY, *unlisted)
-    else:
-        pushed = _enqueue_replicated(redis, script, args, unlisted, replicas, settings.redis_wait_timeout_ms)
-    _LISTED.update(unlisted)
-    return {p.decode() if isinstance(p, bytes) else p for p in pushed}
+    pushed: set[str] = set()
+    for node, partitions in _nodes(redis, keys, sorted(by_partition)):
+        with node.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                job_keys, args = _script_input(keys, by_partition[partition], settings, now)
+                script(keys=[keys.queue_key(partition), *job_keys], args=args, client=pipe)
+            if replicas:
+                _wait_for_replicas(pipe, keys.replication_mark_key(partitions[0]), replicas, settings)
+            try:
+                answers = pipe.execute()
+            except (RedisError, OSError):
+                _refresh_slots(redis)
+                raise
+        if replicas:
+            _check_replicas(int(answers[-1]), replicas, settings.redis_wait_timeout_ms)
+        for ids in answers[: len(partitions)]:
+            pushed.update(p.decode() if isinstance(p, bytes) else p for p in ids)
+    unlisted = {keys.queue_key(p) for p in by_partition} - _LISTED
+    if unlisted:
+        redis.sadd(QUEUES_KEY, *unlisted)
+        _LISTED.update(unlisted)
+    return pushed
 
 
-def _enqueue_replicated(
-    redis: Redis, script: Any, args: list[str | bytes | int], unlisted: set[str], replicas: int, timeout_ms: int
-) -> list[bytes]:
-    """The enqueue, then WAIT on the same connection (a pipeline) until `replicas` have it.
+def _script_input(
+    keys: Keys, claims: list[Claim], settings: Settings, now: str
+) -> tuple[list[str], list[str | bytes | int]]:
+    job_keys: list[str] = []
+    args: list[str | bytes | int] = [len(FIELDS), *FIELDS]
+    for claim in claims:
+        jid = keys.job_id(claim.payload["id"], claim.partition)
+        job_keys.append(JOB_KEY_PREFIX + jid)
+        args += [jid, "1" if claim.fresh else "0", *job_fields(claim, settings, now)]
+    return job_keys, args
 
-    WAIT waits for this connection's last write. A round whose jobs all exist already (a retry after
+
+def _nodes(redis: RedisClient, keys: Keys, partitions: list[int]) -> list[tuple[Redis, list[int]]]:
+    """The partitions grouped by the Redis server that holds them: on a cluster, by the node that
+    owns each partition's slot (a round's writes and its WAIT must reach the same primary)."""
+    if not isinstance(redis, RedisCluster):
+        return [(redis, partitions)]
+    grouped: dict[str, tuple[Redis, list[int]]] = {}
+    for partition in partitions:
+        node = redis.get_node_from_key(keys.queue_key(partition))  # type: ignore[no-untyped-call]
+        client = redis.get_redis_connection(node)
+        grouped.setdefault(node.name, (client, []))[1].append(partition)
+    return list(grouped.values())
+
+
+def _refresh_slots(redis: RedisClient) -> None:
+    """After a node failed or answered MOVED, learn the cluster's slots again for the next round (the
+    client does this itself for the commands it routes; these pipelines went to a node directly)."""
+    if isinstance(redis, RedisCluster):
+        with contextlib.suppress(RedisError, OSError):
+            redis.nodes_manager.initialize()
+
+
+def _wait_for_replicas(pipe: Pipeline, mark_key: str, replicas: int, settings: Settings) -> None:
+    """WAIT waits for this connection's last write. A round whose jobs all exist already (a retry after
     a 503) writes nothing, and another connection may have written those jobs: the mark written just
-    before WAIT moves this connection's offset past every write the primary has made, so an OK
-    covers the jobs whoever wrote them.
-    """
-    with redis.pipeline(transaction=False) as pipe:
-        script(args=args, client=pipe)
-        if unlisted:
-            pipe.sadd(QUEUES_KEY, *unlisted)
-        pipe.set(REPLICATION_MARK_KEY, rq_now())
-        pipe.wait(replicas, timeout_ms)
-        answers = pipe.execute()
-    acknowledged = int(answers[-1])
+    before WAIT moves this connection's offset past every write the server has made, so an OK
+    covers the jobs whoever wrote them."""
+    pipe.set(mark_key, rq_now())
+    pipe.wait(replicas, settings.redis_wait_timeout_ms)
+
+
+def _check_replicas(acknowledged: int, replicas: int, timeout_ms: int) -> None:
     if acknowledged < replicas:
         raise ReplicasBehind(
             f"the enqueue reached {acknowledged} of {replicas} Redis replicas within {timeout_ms} ms; "
             "retry with the same id"
         )
-    return list(answers[0])
 
 
 _LISTED: set[str] = set()
 """Queues this process has listed in rq:queues (a set member, so listing again is harmless)."""
-
-
-REPLICATION_MARK_KEY = "ledgerq:replication-mark"
-"""Written before each WAIT (see `_enqueue_replicated`); its value is only the time of the last one."""
 
 
 def rq_now() -> str:
@@ -209,12 +230,16 @@ class DecodedJob:
     request_id: str | None = None  # of the HTTP request that submitted it; for log lines only (not signed)
 
 
-def decode_jobs(job_ids: list[str], data: list[bytes | None], keys: list[str]) -> list[DecodedJob]:
-    """Decode taken jobs from their RQ `data` fields (read by the take script)."""
-    return [decode_job(jid, raw, keys) for jid, raw in zip(job_ids, data, strict=True)]
+def decode_jobs(
+    job_ids: list[str], data: list[bytes | None], keys: list[str], layout: Keys, partition: int
+) -> list[DecodedJob]:
+    """Decode a partition's taken jobs from their RQ `data` fields (read by the take script)."""
+    return [decode_job(jid, raw, keys, layout, partition) for jid, raw in zip(job_ids, data, strict=True)]
 
 
-def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
+def decode_job(jid: str, data: bytes | None, keys: list[str], layout: Keys, partition: int) -> DecodedJob:
+    """`keys`: the signing keys accepted. The job id must be the one its command id has in this
+    partition and key layout."""
     if data is None:
         return DecodedJob(jid, None, "job hash is missing")
     try:
@@ -228,7 +253,7 @@ def decode_job(jid: str, data: bytes | None, keys: list[str]) -> DecodedJob:
     named = command_id if isinstance(command_id, str) else None
     if func_name not in JOB_FUNCS_ACCEPTED:
         return DecodedJob(jid, None, f"job names {func_name!r}, not {JOB_FUNC}", named_command_id=named)
-    if named is None or job_id(named) != jid:
+    if named is None or layout.job_id(named, partition) != jid:
         return DecodedJob(jid, None, "job id does not match its command id")
     if not isinstance(payload, dict):
         return DecodedJob(jid, None, "invalid_signature", named_command_id=named)

@@ -8,7 +8,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledgerq.shared.errors import ConfigurationError
-from ledgerq.shared.redis_client import is_sentinel, parse_sentinel_url
+from ledgerq.shared.keys import Keys
+from ledgerq.shared.redis_client import is_cluster, is_sentinel, key_layout, parse_cluster_url, parse_sentinel_url
 
 
 class Settings(BaseSettings):
@@ -16,7 +17,8 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/ledgerq"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Replicas that must have an enqueue before its 202 (Redis WAIT); None: 1 with a Sentinel URL, else 0.
+    # Replicas that must have an enqueue before its 202 (Redis WAIT); None: 1 with a Sentinel or cluster
+    # URL, else 0.
     redis_wait_replicas: int | None = Field(default=None, ge=0, le=16)
     redis_wait_timeout_ms: int = Field(default=1_000, ge=1, le=60_000)
     # Fixed by `ledgerq init` on first run and stored in the database.
@@ -103,16 +105,25 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if is_sentinel(value):
             parse_sentinel_url(value)  # a ValueError names what is wrong
+        elif is_cluster(value):
+            parse_cluster_url(value)
         elif not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("LEDGERQ_REDIS_URL must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+            raise ValueError(
+                "LEDGERQ_REDIS_URL must be a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL"
+            )
         return value
+
+    @property
+    def redis_keys(self) -> Keys:
+        """The key layout of the Redis in use (hash-tagged per partition on a cluster)."""
+        return key_layout(self.redis_url)
 
     @property
     def wait_replicas(self) -> int:
         """How many replicas acknowledge each enqueue before the API answers 202."""
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
-        return 1 if is_sentinel(self.redis_url) else 0
+        return 1 if is_sentinel(self.redis_url) or is_cluster(self.redis_url) else 0
 
     @property
     def lease_renew_s(self) -> float:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis import Redis
-
 from ledgerq.shared.keys import QUARANTINE_KEY
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.rq_format import DecodedJob
 
 
@@ -24,7 +23,7 @@ def apply_command(command: dict[str, Any]) -> None:
 QUARANTINE_MAX = 10_000
 
 
-def quarantine(redis: Redis, partition: int, jobs: list[tuple[DecodedJob, str]]) -> None:
+def quarantine(redis: RedisClient, partition: int, jobs: list[tuple[DecodedJob, str]]) -> None:
     """Keep a bounded record of refused jobs for operators (`LRANGE ledgerq:quarantine 0 -1`)."""
     with redis.pipeline(transaction=False) as pipe:
         for job, reason in jobs:

@@ -13,10 +13,10 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from redis import Redis
 from sqlalchemy import Engine, text
 
-from ledgerq.shared.keys import lease_key
+from ledgerq.shared.keys import Keys
+from ledgerq.shared.redis_client import RedisClient
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -47,14 +47,15 @@ def new_token() -> str:
 
 @dataclass(slots=True)
 class Lease:
-    redis: Redis
+    redis: RedisClient
     partition: int
     token: str
     ttl_ms: int
+    keys: Keys
 
     @property
     def key(self) -> str:
-        return lease_key(self.partition)
+        return self.keys.lease_key(self.partition)
 
     def try_acquire(self) -> bool:
         return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))

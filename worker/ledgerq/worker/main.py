@@ -15,11 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from types import FrameType
 
-from redis import Redis
 from sqlalchemy import Engine
 
 from ledgerq.shared.db import check_partitions, make_engine
-from ledgerq.shared.redis_client import connect
+from ledgerq.shared.redis_client import RedisClient, connect
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.lease import new_token
 from ledgerq.worker.membership import Membership, wanted
@@ -33,7 +32,7 @@ log = logging.getLogger("ledgerq.worker")
 IDLE_IN_TRANSACTION_MS = 10_000
 
 
-def redis_for_worker(settings: Settings) -> Redis:
+def redis_for_worker(settings: Settings) -> RedisClient:
     # The blocking wait is at most a third of the lease; the socket must outlast it.
     timeout_s = settings.lease_ttl_ms / 1000 + 5
     return connect(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import contextlib
 
-from redis import Redis
-
 from ledgerq.shared.keys import WORKERS_KEY
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.worker.lease import dead_here
 
 _BEAT = """
@@ -29,7 +28,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 
 class Membership:
-    def __init__(self, redis: Redis, token: str, ttl_ms: int) -> None:
+    def __init__(self, redis: RedisClient, token: str, ttl_ms: int) -> None:
         self.redis = redis
         self.token = token
         self.ttl_ms = ttl_ms

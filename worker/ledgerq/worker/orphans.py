@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis import Redis
 from sqlalchemy import Engine, text
 
-from ledgerq.shared.keys import job_key
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.rq_format import Claim, enqueue_commands
 from ledgerq.shared.settings import Settings
 
 
-def requeue_commands(engine: Engine, redis: Redis, partition: int, settings: Settings, command_ids: list[str]) -> int:
+def requeue_commands(
+    engine: Engine, redis: RedisClient, partition: int, settings: Settings, command_ids: list[str]
+) -> int:
     """Queue these commands again if they are still `queued` in this partition and have no live job."""
     if not command_ids:
         return 0
@@ -26,16 +27,17 @@ def requeue_commands(engine: Engine, redis: Redis, partition: int, settings: Set
     return _requeue(redis, partition, settings, [(row.id, row.payload) for row in rows])
 
 
-def _requeue(redis: Redis, partition: int, settings: Settings, claims: list[tuple[str, dict[str, Any]]]) -> int:
+def _requeue(redis: RedisClient, partition: int, settings: Settings, claims: list[tuple[str, dict[str, Any]]]) -> int:
     """A job hash that is missing, or `failed` (refused as forged, or run by a foreign RQ worker) while
     Postgres still says `queued`, is replaced by a fresh signed job from the claim."""
     if not claims:
         return 0
+    keys = settings.redis_keys
     with redis.pipeline(transaction=False) as pipe:
         for command_id, _ in claims:
-            pipe.hget(job_key(command_id), "status")
+            pipe.hget(keys.job_key(command_id, partition), "status")
         states = pipe.execute()
-    stale = [job_key(c) for (c, _), state in zip(claims, states, strict=True) if state == b"failed"]
+    stale = [keys.job_key(c, partition) for (c, _), state in zip(claims, states, strict=True) if state == b"failed"]
     if stale:
         redis.delete(*stale)
     missing = [Claim(partition, p) for (_, p), state in zip(claims, states, strict=True) if state in (None, b"failed")]

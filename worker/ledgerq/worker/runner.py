@@ -18,12 +18,11 @@ from functools import partial
 from typing import TypeVar
 
 import psycopg
-from redis import Redis
 from sqlalchemy import Engine
 
 from ledgerq.shared.errors import Fenced, LeaseLost, Stopping
-from ledgerq.shared.keys import job_key
 from ledgerq.shared.outages import is_transient, outage
+from ledgerq.shared.redis_client import RedisClient
 from ledgerq.shared.rq_format import DecodedJob, decode_jobs
 from ledgerq.shared.schema import CommandStatus
 from ledgerq.shared.settings import Settings
@@ -65,7 +64,7 @@ class PartitionRunner:
         partition: int,
         settings: Settings,
         engine: Engine,
-        redis: Redis,
+        redis: RedisClient,
         stop: threading.Event,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -76,9 +75,14 @@ class PartitionRunner:
         self.engine = engine
         self.redis = redis
         self.stop = stop
-        self.lease = Lease(redis, partition, new_token(), settings.lease_ttl_ms)
+        self.keys = settings.redis_keys
+        self.lease = Lease(redis, partition, new_token(), settings.lease_ttl_ms, self.keys)
         self.queue = PartitionQueue(
-            redis, partition, result_ttl_s=settings.result_ttl_s, failure_ttl_s=settings.failure_ttl_s
+            redis,
+            partition,
+            keys=self.keys,
+            result_ttl_s=settings.result_ttl_s,
+            failure_ttl_s=settings.failure_ttl_s,
         )
         self.epoch = 0
         self.counts: Counter[str] = Counter()
@@ -165,7 +169,7 @@ class PartitionRunner:
         """Apply one taken batch and complete its jobs; the unit that a SIGTERM lets finish."""
         faults.hit("after_take")
         job_ids = taken.job_ids
-        jobs = decode_jobs(job_ids, taken.data, self.settings.signing_keys())
+        jobs = decode_jobs(job_ids, taken.data, self.settings.signing_keys(), self.keys, self.partition)
         self._hashes = {j.command_id: j.payload_hash for j in jobs if j.command_id and j.payload_hash}
         command_ids = [j.command_id for j in jobs if j.command_id is not None]
         self.metrics.batch_size.labels(self._label).observe(len(job_ids))
@@ -205,7 +209,7 @@ class PartitionRunner:
             return set()
         with self.redis.pipeline(transaction=False) as pipe:
             for command_id in unknown:
-                pipe.hget(job_key(command_id), "status")
+                pipe.hget(self.keys.job_key(command_id, self.partition), "status")
             states = pipe.execute()
         if len(self._present) > PRESENT_MAX:
             self._present = {c: t for c, t in self._present.items() if now - t < PRESENT_FOR_S}

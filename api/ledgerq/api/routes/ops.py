@@ -15,7 +15,7 @@ from ledgerq.api.metrics import registry_for
 from ledgerq.api.models import PartitionsOut, TrialBalanceOut
 from ledgerq.api.problems import problem
 from ledgerq.shared.db import ping
-from ledgerq.shared.observe import partition_states, redis_durability, trial_balance
+from ledgerq.shared.observe import partition_states, redis_durability, replicas_online, trial_balance
 
 router = APIRouter(tags=["operations"])
 
@@ -41,13 +41,10 @@ async def readyz(ctx: ContextDep) -> Any:
             if required := ctx.settings.wait_replicas:
                 # Submits answer 503 while fewer replicas than this can acknowledge them. Shown, but
                 # not "not ready": reads still work, and a load balancer would drop every API at once.
-                info = ctx.redis.info("replication")
-                online = sum(1 for k, v in info.items() if k.startswith("slave") and _online(v))
+                online = replicas_online(ctx.redis)
                 report["redis"]["replicas"] = {"online": online, "required": required, "ok": online >= required}
-            report["partitions"] = {
-                "count": ctx.settings.partitions,
-                "owned": sum(1 for s in partition_states(ctx.redis, ctx.settings.partitions) if s.owner),
-            }
+            states = partition_states(ctx.redis, ctx.settings.redis_keys, ctx.settings.partitions)
+            report["partitions"] = {"count": ctx.settings.partitions, "owned": sum(1 for s in states if s.owner)}
         except RedisError as exc:
             report["redis"] = {"ok": False, "detail": type(exc).__name__}
         return report
@@ -57,11 +54,6 @@ async def readyz(ctx: ContextDep) -> Any:
     if down:
         return problem(503, "not_ready", f"unavailable: {', '.join(down)}", {"Retry-After": "1"}, checks=report)
     return {"status": "ready", "checks": report}
-
-
-def _online(replica: object) -> bool:
-    """A replica line of INFO replication (parsed by redis-py) in state online: one that can acknowledge."""
-    return isinstance(replica, dict) and replica.get("state") == "online"
 
 
 @router.get("/metrics", response_class=Response)
@@ -79,7 +71,7 @@ async def get_trial_balance(ctx: ContextDep, key: ReadKey) -> dict[str, Any]:
 @router.get("/v1/partitions", response_model=PartitionsOut)
 async def get_partitions(ctx: ContextDep, key: AdminKey) -> dict[str, Any]:
     """Each partition's lease owner, queue depth, jobs in flight and oldest job's age (operators only)."""
-    states = await run_in_threadpool(partition_states, ctx.redis, ctx.settings.partitions)
+    states = await run_in_threadpool(partition_states, ctx.redis, ctx.settings.redis_keys, ctx.settings.partitions)
     return {
         "partitions": [
             {

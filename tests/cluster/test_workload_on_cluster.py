@@ -1,0 +1,7 @@
+"""A random workload over every command type on a cluster, every invariant checked at the end."""
+
+import pytest
+
+from tests.e2e.test_workload import test_random_workload_keeps_every_invariant  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("workers")
