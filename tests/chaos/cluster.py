@@ -131,11 +131,12 @@ class Cluster:
 
     # -- processes ---------------------------------------------------------------------------------
 
-    def start_api(self) -> None:
+    def start_api(self, prefix: tuple[str, ...] = (), host: str = "127.0.0.1", **env: str) -> None:
+        """`prefix` and `host`: run it on another "host" (a network namespace), listening there."""
+        self.url = f"http://{host}:{self.api_port}"
         with open(self.root / "api.log", "ab") as log:
-            self.api = subprocess.Popen(
-                [*LEDGERQ, "api", "--port", str(self.api_port)], env=self.env, stdout=log, stderr=log
-            )
+            command = [*prefix, *LEDGERQ, "api", "--host", host, "--port", str(self.api_port)]
+            self.api = subprocess.Popen(command, env={**self.env, **env}, stdout=log, stderr=log)
         # Wait for the API itself, not for a guess at how long a busy machine takes: fail at once if it
         # exits, and give up only after a bound far beyond any healthy start.
         deadline = time.monotonic() + START_S_MAX

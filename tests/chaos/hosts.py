@@ -8,7 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
+
+from ledgerq.ops.embedded import PostgresServer
+from tests.chaos.cluster import Cluster
 
 Net = Literal["redis", "postgres"]
 NETS: dict[Net, tuple[str, int]] = {"redis": ("r", 81), "postgres": ("p", 82)}  # name suffix, 10.<n>.x.x
@@ -57,6 +61,10 @@ class Network:
         self.hosts.append(host)
         return host
 
+    def address(self, host: str, net: Net) -> str:
+        """The host's own address on `net` (where a server it runs listens)."""
+        return f"10.{NETS[net][1]}.{self.tag}.{10 + self.hosts.index(host) + 1}"
+
     def link(self, host: str, net: Net) -> str:
         return f"{host}{NETS[net][0]}"
 
@@ -75,3 +83,21 @@ class Network:
             subprocess.run(["ip", "netns", "del", host], capture_output=True)
         for net in NETS:
             subprocess.run(["ip", "link", "del", self.bridge(net)], capture_output=True)
+
+
+def networked_cluster(root: Path, network: Network) -> tuple[Cluster, dict[str, str]]:
+    """A Cluster whose Postgres and Redis also listen on the network's bridges, and the environment
+    that points a process on a host at them."""
+    pg_address, redis_address = network.server_address("postgres"), network.server_address("redis")
+    postgres = PostgresServer(root / "pgdata", options=(f"listen_addresses=127.0.0.1,{pg_address}",))
+    postgres.init()
+    with open(root / "pgdata" / "pg_hba.conf", "a") as hba:
+        hba.write(f"host all all {pg_address.rsplit('.', 1)[0]}.0/24 trust\n")
+    # Protected mode would refuse the hosts (no password, not loopback); the network is this machine's own.
+    redis_options = ("--bind", "127.0.0.1", redis_address, "--protected-mode", "no")
+    cluster = Cluster(root, postgres=postgres, redis_options=redis_options)
+    env = {
+        "LEDGERQ_DATABASE_URL": cluster.postgres.url.replace("127.0.0.1", pg_address),
+        "LEDGERQ_REDIS_URL": cluster.redis.url.replace("127.0.0.1", redis_address),
+    }
+    return cluster, env

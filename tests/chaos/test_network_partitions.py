@@ -9,34 +9,21 @@ links of their own (`tests.chaos.hosts`), cut with `ip link set down`.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from redis import Redis
 
-from ledgerq.ops.embedded import PostgresServer
 from ledgerq.shared.keys import lease_key
-from tests.chaos.cluster import PARTITIONS, Cluster, WorkerProcess
-from tests.chaos.hosts import Net, Network
+from tests.chaos.cluster import PARTITIONS, WorkerProcess
+from tests.chaos.hosts import Net, Network, networked_cluster
 from tests.chaos.test_faults import wait_until
 from tests.chaos.workload import line, record, run
 
 # Bounds on a takeover, far above what it takes (the lease TTL, plus a dead query's TCP timeout
 # and Postgres ending the cut-off owner's open transaction when Postgres is cut).
 TAKEOVER_S_MAX = 120
-
-
-@pytest.fixture
-def network() -> Iterator[Network]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root (CI runs as root)")
-    net = Network()
-    yield net
-    net.close()
 
 
 def _holds(redis: Redis, partition: int, worker: WorkerProcess) -> bool:
@@ -60,21 +47,10 @@ def all_held_by(redis: Redis, worker: WorkerProcess) -> bool:
 
 
 def test_worker_hosts_cut_off_from_redis_postgres_and_both(tmp_path: Path, network: Network) -> None:
-    pg_address, redis_address = network.server_address("postgres"), network.server_address("redis")
-    postgres = PostgresServer(tmp_path / "pgdata", options=(f"listen_addresses=127.0.0.1,{pg_address}",))
-    postgres.init()
-    with open(tmp_path / "pgdata" / "pg_hba.conf", "a") as hba:
-        hba.write(f"host all all {pg_address.rsplit('.', 1)[0]}.0/24 trust\n")
-    # Protected mode would refuse the hosts (no password, not loopback); the network is this machine's own.
-    redis_options = ("--bind", "127.0.0.1", redis_address, "--protected-mode", "no")
-    cluster = Cluster(tmp_path, postgres=postgres, redis_options=redis_options)
+    cluster, env = networked_cluster(tmp_path, network)
     try:
         cluster.start_api()
         hosts = [network.add_host(), network.add_host()]
-        env = {
-            "LEDGERQ_DATABASE_URL": cluster.postgres.url.replace("127.0.0.1", pg_address),
-            "LEDGERQ_REDIS_URL": cluster.redis.url.replace("127.0.0.1", redis_address),
-        }
         every = list(range(PARTITIONS))
         workers = [cluster.add_worker(every, ("ip", "netns", "exec", hosts[0]), **env)]
         redis = Redis.from_url(cluster.redis.url)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from redis._parsers.base import BaseParser
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
@@ -18,6 +19,9 @@ def test_outages_are_told_from_bugs_and_refusals() -> None:
     assert outage(OperationalError("s", {}, Exception("down"))) == "database"
     assert outage(InterfaceError("s", {}, Exception("closed"))) == "database"
     assert outage(DBAPIError("s", {}, Exception("lost"), connection_invalidated=True)) == "database"
+    # The driver's own errors, from the paths that use its cursor directly (key lookups).
+    assert outage(psycopg.OperationalError("server closed the connection unexpectedly")) == "database"
+    assert outage(SlotNotCoveredError("no node for slot 3")) == "redis"
     for not_an_outage in (ResponseError("WRONGTYPE"), IntegrityError("s", {}, Exception("dup")), ValueError("bug")):
         assert outage(not_an_outage) is None and not is_transient(not_an_outage)
 
@@ -41,6 +45,11 @@ def _reply(text: str, *, in_pipeline: bool = False) -> BaseException:
         ("OOM command not allowed when used memory > 'maxmemory'.", "OOM"),
         ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "MASTERDOWN"),
         ("BUSY Redis is busy running a script.", "BUSY"),
+        # A Redis Cluster mid-failover or moving a slot (a node written to directly answers MOVED).
+        ("CLUSTERDOWN The cluster is down", "CLUSTERDOWN"),
+        ("TRYAGAIN Multiple keys request during rehashing of slot", "TRYAGAIN"),
+        ("MOVED 3999 127.0.0.1:6381", "MOVED"),
+        ("ASK 3999 127.0.0.1:6381", "ASK"),
     ],
 )
 def test_redis_refusing_writes_for_now_is_an_outage(reply: str, code: str, in_pipeline: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import psycopg
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -31,7 +32,9 @@ class ReplicasBehind(RedisTimeoutError):
 # A cluster whose slot map has a hole, or whose client gave up following moves ("TTL exhausted"),
 # is a cluster mid-failover.
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError, SlotNotCoveredError, ClusterError)
-DATABASE_OUTAGES = (OperationalError, InterfaceError)
+# psycopg's own classes too: a few hot paths (key lookups) use the driver's cursor directly, so its
+# errors are not wrapped in SQLAlchemy's.
+DATABASE_OUTAGES = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 # Error replies that mean "not now": a full disk (MISCONF), too few replicas (NOREPLICAS), a client
 # blocked in BLMOVE or WAIT when its primary is demoted (UNBLOCKED), a busy script (BUSY), a cluster
 # mid-failover or moving a slot (CLUSTERDOWN, TRYAGAIN, MOVED, ASK to a node written to directly). Matched at
