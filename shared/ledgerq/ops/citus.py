@@ -19,9 +19,12 @@ each with the change that closes it; `python -m ledgerq.ops.citus` prints them f
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, inspect
+from sqlalchemy.engine.reflection import Inspector
+from sqlalchemy.exc import SAWarning
 
 DISTRIBUTION_COLUMN = "partition"
 ANCHOR = "partitions"
@@ -72,50 +75,72 @@ class Gap:
         return f"{self.table}: {self.problem} -> {self.change}"
 
 
+UNIQUE_ACROSS_PARTITIONS = {"commands": "id"}
+"""Keys that must stay unique across partitions: a command id is the idempotency key, and a rival
+payload for it may route to another partition."""
+
+
 def gaps(engine: Engine) -> list[Gap]:
     """What the live schema lacks for the plan (empty: ready to distribute)."""
-    schema = inspect(engine)
+    with warnings.catch_warnings():  # types SQLAlchemy does not know (xid8) are not the point here
+        warnings.simplefilter("ignore", SAWarning)
+        return _gaps(inspect(engine))
+
+
+def _gaps(schema: Inspector) -> list[Gap]:
     tables = set(schema.get_table_names())
-    found: list[Gap] = []
-    for table in sorted(tables - {*DISTRIBUTED, *REFERENCE, *LOCAL}):
-        found.append(Gap(table, "not in the plan", "classify it: distributed, reference or local"))
+    found = [
+        Gap(table, "not in the plan", "classify it: distributed, reference or local")
+        for table in sorted(tables - {*DISTRIBUTED, *REFERENCE, *LOCAL})
+    ]
     for table in DISTRIBUTED:
+        if table in tables:
+            found += _distributed_gaps(schema, table)
+    for table in (*REFERENCE, *LOCAL):
         if table not in tables:
             continue
-        columns = {c["name"] for c in schema.get_columns(table)}
-        if DISTRIBUTION_COLUMN not in columns:
-            found.append(
-                Gap(table, f"no {DISTRIBUTION_COLUMN} column", f"add {DISTRIBUTION_COLUMN} (written with the row)")
-            )
-        keys = [("primary key", schema.get_pk_constraint(table)["constrained_columns"])]
-        keys += [(f"unique {u['name']}", u["column_names"]) for u in schema.get_unique_constraints(table)]
-        # A unique constraint shows as a unique index too: once is enough. (Expression columns are None.)
-        named = {u["name"] for u in schema.get_unique_constraints(table)}
-        keys += [
-            (f"unique index {i['name']}", [c for c in i["column_names"] if c])
-            for i in schema.get_indexes(table)
-            if i["unique"] and i["name"] not in named
-        ]
-        for what, key in keys:
-            if DISTRIBUTION_COLUMN not in key:
-                found.append(
-                    Gap(
-                        table,
-                        f"{what} ({', '.join(key)}) lacks {DISTRIBUTION_COLUMN}",
-                        f"make it ({DISTRIBUTION_COLUMN}, {', '.join(key)})",
-                    )
-                )
-        for fk in schema.get_foreign_keys(table):
-            found.extend(
-                _foreign_key_gap(table, fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
-            )
-    for table in REFERENCE:
-        if table not in tables:
-            continue
+        kind = "reference" if table in REFERENCE else "coordinator"
         for fk in schema.get_foreign_keys(table):
             if fk["referred_table"] in DISTRIBUTED:
-                found.append(Gap(table, f"a reference table points at {fk['referred_table']}", "drop the foreign key"))
+                columns = ", ".join(fk["constrained_columns"])
+                found.append(
+                    Gap(table, f"a {kind} table's foreign key ({columns}) -> {fk['referred_table']}", "drop it")
+                )
     return found
+
+
+def _distributed_gaps(schema: Inspector, table: str) -> list[Gap]:
+    found = []
+    if DISTRIBUTION_COLUMN not in {c["name"] for c in schema.get_columns(table)}:
+        found.append(
+            Gap(table, f"no {DISTRIBUTION_COLUMN} column", f"add {DISTRIBUTION_COLUMN} (written with the row)")
+        )
+    for what, key in _unique_keys(schema, table):
+        if DISTRIBUTION_COLUMN not in key:
+            change = f"make it ({DISTRIBUTION_COLUMN}, {', '.join(key)})"
+            if key == [UNIQUE_ACROSS_PARTITIONS.get(table)]:
+                change += (
+                    f", and claim each {key[0]} also in a table distributed by it, in the same claim "
+                    "transaction, so a rival payload routed to another partition still conflicts"
+                )
+            found.append(Gap(table, f"{what} ({', '.join(key)}) lacks {DISTRIBUTION_COLUMN}", change))
+    for fk in schema.get_foreign_keys(table):
+        found += _foreign_key_gap(table, fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
+    return found
+
+
+def _unique_keys(schema: Inspector, table: str) -> list[tuple[str, list[str]]]:
+    keys = [("primary key", list(schema.get_pk_constraint(table)["constrained_columns"]))]
+    constraints = schema.get_unique_constraints(table)
+    keys += [(f"unique {u['name']}", list(u["column_names"])) for u in constraints]
+    # A unique constraint shows as a unique index too: once is enough. (Expression columns are None.)
+    named = {u["name"] for u in constraints}
+    keys += [
+        (f"unique index {i['name']}", [c for c in i["column_names"] if c])
+        for i in schema.get_indexes(table)
+        if i["unique"] and i["name"] not in named
+    ]
+    return keys
 
 
 def _foreign_key_gap(table: str, columns: list[str], referred: str, referred_columns: list[str]) -> list[Gap]:
