@@ -81,3 +81,28 @@ def test_ledgerq_status_reads_a_cluster(settings: Any, http: TestClient) -> None
         assert wait_final(http, body["id"])["status"] == "applied"
     finally:
         running.close()
+
+
+def test_a_job_id_outside_the_partitions_slot_is_refused_and_the_partition_goes_on(
+    http: TestClient, ctx: Context, settings: Any
+) -> None:
+    """A forged or foreign id pushed on a partition's queue names a hash in another slot, which no
+    script of the partition may touch: it is refused like a job without a hash, and the rest apply."""
+    keys = settings.redis_keys
+    account = account_on(http, 3)
+    first, last = deposit(account), deposit(account)
+    assert http.post("/v1/commands", json=first).status_code == 202
+    strays = ["lq-" + "0" * 40, keys.job_id("elsewhere", 1)]  # untagged; another partition's tag
+    ctx.redis.rpush(keys.queue_key(3), *strays)
+    assert http.post("/v1/commands", json=last).status_code == 202
+    running = Workers(settings)
+    try:
+        assert [wait_final(http, c["id"])["status"] for c in (first, last)] == ["applied", "applied"]
+    finally:
+        running.close()
+    assert ctx.redis.llen(keys.queue_key(3)) == 0 and ctx.redis.llen(keys.inflight_key(3)) == 0
+    assert ctx.redis.zcard(keys.started_registry_key(3)) == 0
+    refused = [json.loads(r)["job_id"] for r in ctx.redis.lrange("ledgerq:quarantine", 0, 20)]
+    assert set(strays) <= set(refused), refused
+    entries = http.get(f"/v1/accounts/{account}/entries").json()["entries"]
+    assert [e["command_id"] for e in entries] == [first["id"], last["id"]]

@@ -39,3 +39,14 @@ def test_a_dead_local_holders_lease_is_taken_at_once_a_live_ones_is_not() -> Non
     assert not Lease(redis, 1, "me:1:y", 5_000, STANDALONE).take_from_dead_holder()
     redis.set("ledgerq:lease:2", f"elsewhere:{dead.pid}:abc", px=60_000)  # another host: cannot know
     assert not Lease(redis, 2, "me:1:z", 5_000, STANDALONE).take_from_dead_holder()
+
+
+def test_an_owner_takes_its_own_lease_again_at_once_and_no_one_elses() -> None:
+    """After a Redis error restarts its loop, an owner must not wait out the lease it still holds."""
+    redis = fakeredis.FakeRedis()
+    mine = Lease(redis, 0, "me:1:x", 5_000, STANDALONE)
+    assert mine.try_acquire()
+    redis.pexpire(mine.key, 100)
+    assert mine.try_acquire() and redis.pttl(mine.key) > 1_000  # kept, and for a full TTL again
+    assert not Lease(redis, 0, "other:2:y", 5_000, STANDALONE).try_acquire()
+    assert mine.holder() == "me:1:x"

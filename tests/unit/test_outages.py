@@ -7,7 +7,7 @@ import pytest
 from redis._parsers.base import BaseParser
 from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, SlotNotCoveredError
+from redis.exceptions import RedisClusterException, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
@@ -66,3 +66,46 @@ def test_other_redis_errors_are_not_outages(in_pipeline: bool) -> None:
         exc = _reply(reply, in_pipeline=in_pipeline)
         assert not refusing(exc) and outage(exc) is None, reply
     assert outage(ReplicasBehind("0 of 1")) == "redis"
+
+
+def test_a_cluster_client_that_reaches_no_node_is_an_outage_its_other_complaints_are_bugs() -> None:
+    unreachable = RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node")
+    assert outage(unreachable) == "redis"
+    assert outage(RedisClusterException("All slots are not covered after query all startup_nodes.")) == "redis"
+    try:
+        raise RedisClusterException("slots unknown") from RedisConnectionError("refused")
+    except RedisClusterException as caused:
+        assert outage(caused) == "redis"
+    assert outage(RedisClusterException("EVALSHA - all keys must map to the same key slot")) is None
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "code"),
+    [
+        (psycopg.OperationalError("server closed the connection unexpectedly"), 503, "database_unavailable"),
+        (RedisClusterException("Redis Cluster cannot be connected."), 503, "redis_unavailable"),
+        (SlotNotCoveredError("no node serves slot 3"), 503, "redis_unavailable"),
+        (RedisClusterException("EVALSHA - all keys must map to the same key slot"), 500, "internal_error"),
+        (ValueError("a bug"), 500, "internal_error"),
+    ],
+    ids=["psycopg", "cluster-unreachable", "slot-not-covered", "cross-slot", "bug"],
+)
+def test_the_api_answers_outages_outside_redis_and_sqlalchemy_classes_with_503(
+    raised: Exception, status: int, code: str
+) -> None:
+    """The driver's own errors (paths that use its cursor) and the cluster client's are outages too."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ledgerq.api.problems import install
+
+    app = FastAPI()
+    install(app)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise raised
+
+    answer = TestClient(app, raise_server_exceptions=False).get("/boom")
+    assert answer.status_code == status and answer.json()["code"] == code, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"

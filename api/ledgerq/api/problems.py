@@ -123,20 +123,27 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ResponseError)
     @app.exception_handler(DBAPIError)
     async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
-        away = outage(exc)
-        if away is None:  # a bug, not an outage: logged with its traceback like any other
+        if outage(exc) is None:  # a bug, not an outage: logged with its traceback like any other
             log.error("unexpected %s", type(exc).__name__, exc_info=exc)
             return problem(500, "internal_error", "unexpected error; nothing was acknowledged")
-        if isinstance(exc, ReplicasBehind):
-            detail = str(exc)
-        elif refusing(exc):
-            detail = f"the queue (Redis) refuses writes for now ({refusal_code(exc)}); retry with the same id"
-        elif away == "redis":
-            detail = "the queue (Redis) is unreachable; retry with the same id"
-        else:
-            detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
-        return problem(503, UNAVAILABLE_CODES[away], detail, {"Retry-After": "1"})
+        return dependency_problem(exc)
 
     @app.exception_handler(Exception)
     async def _bug(_: Request, exc: Exception) -> JSONResponse:
+        if outage(exc):  # an outage outside the classes above (the driver's own, a cluster client's)
+            return dependency_problem(exc)
         return problem(500, "internal_error", "unexpected error; nothing was acknowledged")
+
+
+def dependency_problem(exc: Exception) -> JSONResponse:
+    """503 for an outage (`outage(exc)` is set): which dependency, and whether it refuses or is away."""
+    away = outage(exc) or "redis"
+    if isinstance(exc, ReplicasBehind):
+        detail = str(exc)
+    elif refusing(exc):
+        detail = f"the queue (Redis) refuses writes for now ({refusal_code(exc)}); retry with the same id"
+    elif away == "redis":
+        detail = "the queue (Redis) is unreachable; retry with the same id"
+    else:
+        detail = "the ledger (PostgreSQL) is unreachable; retry with the same id"
+    return problem(503, UNAVAILABLE_CODES[away], detail, {"Retry-After": "1"})

@@ -421,14 +421,11 @@ def dev(port: int, host: str, partitions: int, data_dir: Path | None) -> None:
 
 
 def main() -> None:
-    from redis.exceptions import RedisError
-    from sqlalchemy.exc import DBAPIError
-
     from ledgerq.shared.outages import outage
 
     try:
         cli()
-    except (DBAPIError, RedisError) as exc:
+    except Exception as exc:
         away = outage(exc)
         if away == "database":
             first = (str(getattr(exc, "orig", exc)).splitlines() or [type(exc).__name__])[0]

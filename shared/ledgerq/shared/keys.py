@@ -77,6 +77,11 @@ class Keys:
     def job_key(self, command_id: str, partition: int) -> str:
         return f"{JOB_KEY_PREFIX}{self.job_id(command_id, partition)}"
 
+    def in_partition(self, job_id: str, partition: int) -> bool:
+        """Whether a job id found on the partition's lists names a hash in the partition's slot (on one
+        Redis, every id does; on a cluster, only ids with the partition's tag)."""
+        return not self.tagged or job_id.startswith(self._part(partition, ""))
+
 
 STANDALONE = Keys()
 """RQ's own names, for one Redis (plain or behind Sentinel)."""

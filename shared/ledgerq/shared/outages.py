@@ -14,6 +14,7 @@ from redis.exceptions import (
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
     TryAgainError,
@@ -63,10 +64,21 @@ def refusal_code(exc: BaseException) -> str:
     return found.group(1) if found else type(exc).__name__
 
 
+# What redis-py's cluster client raises when no node answers while it relearns the slots (its own
+# class, not a RedisError); its other uses of the class are bugs (a key-less command, cross-slot keys).
+_CLUSTER_UNREACHABLE = re.compile(r"cannot be connected|All slots are not covered|could not agree on a valid slots")
+
+
+def cluster_unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, RedisClusterException) and (
+        isinstance(exc.__cause__ or exc.__context__, REDIS_OUTAGES) or _CLUSTER_UNREACHABLE.search(str(exc)) is not None
+    )
+
+
 def outage(exc: BaseException) -> Dependency | None:
     """The dependency `exc` says is unreachable or refusing for now (`refusing`), or None for any
     other error (a bug, a refusal for good such as a constraint violation or WRONGTYPE)."""
-    if isinstance(exc, REDIS_OUTAGES) or refusing(exc):
+    if isinstance(exc, REDIS_OUTAGES) or refusing(exc) or cluster_unreachable(exc):
         return "redis"
     if isinstance(exc, DATABASE_OUTAGES) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         return "database"

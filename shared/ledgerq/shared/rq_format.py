@@ -186,7 +186,8 @@ def _refresh_slots(redis: RedisClient) -> None:
     """After a node failed or answered MOVED, learn the cluster's slots again for the next round (the
     client does this itself for the commands it routes; these pipelines went to a node directly)."""
     if isinstance(redis, RedisCluster):
-        with contextlib.suppress(RedisError, OSError):
+        # Best effort: if no node answers, the original error says so (and the next round tries again).
+        with contextlib.suppress(Exception):
             redis.nodes_manager.initialize()
 
 

@@ -18,6 +18,16 @@ from sqlalchemy import Engine, text
 from ledgerq.shared.keys import Keys
 from ledgerq.shared.redis_client import RedisClient
 
+# Taken if free, or kept if already ours (an owner whose loop restarted after a Redis error must not
+# wait out its own lease).
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if held then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -58,7 +68,7 @@ class Lease:
         return self.keys.lease_key(self.partition)
 
     def try_acquire(self) -> bool:
-        return bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        return bool(self.redis.eval(_ACQUIRE, 1, self.key, self.token, self.ttl_ms))
 
     def take_from_dead_holder(self) -> bool:
         """Take the lease at once if its holder was a process on this host that no longer exists.

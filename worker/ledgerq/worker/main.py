@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from types import FrameType
 
 from sqlalchemy import Engine
 
 from ledgerq.shared.db import check_partitions, make_engine
+from ledgerq.shared.outages import is_transient
 from ledgerq.shared.redis_client import RedisClient, connect
 from ledgerq.shared.settings import Settings
 from ledgerq.worker.lease import new_token
@@ -35,7 +37,16 @@ IDLE_IN_TRANSACTION_MS = 10_000
 def redis_for_worker(settings: Settings) -> RedisClient:
     # The blocking wait is at most a third of the lease; the socket must outlast it.
     timeout_s = settings.lease_ttl_ms / 1000 + 5
-    return connect(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30)
+    while True:
+        try:
+            return connect(
+                settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=5, health_check_interval=30
+            )
+        except Exception as exc:  # a cluster client asks its nodes for the slots at once
+            if not is_transient(exc):
+                raise
+            log.warning("redis unreachable (%s); retrying", exc)
+            time.sleep(settings.backoff_s_max)
 
 
 @dataclass

@@ -14,6 +14,7 @@ recorded (Postgres keeps every outcome), so Redis holds what is queued or in fli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from redis.exceptions import ResponseError
 
@@ -54,15 +55,15 @@ for from = 1, #wip, 500 do redis.call('ZADD', KEYS[4], unpack(wip, from, math.mi
 return {recovered, ids}
 """
 
-# KEYS: lease, then the taken jobs' hashes. ARGV: token, how many were recovered (already started),
-# started_at. Returns each job's `data` (false: the hash is missing).
+# KEYS: lease, then the taken jobs' hashes. ARGV: token, started_at. A job still `queued` is marked
+# started (whether this take, a blocking wait or a dead owner's take moved it). Returns each job's
+# `data` (false: the hash is missing).
 _READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
-local recovered = tonumber(ARGV[2])
 local data = {}
 for k = 2, #KEYS do
-  if k - 1 > recovered and redis.call('EXISTS', KEYS[k]) == 1 then
-    redis.call('HSET', KEYS[k], 'status', 'started', 'started_at', ARGV[3])
+  if redis.call('HGET', KEYS[k], 'status') == 'queued' then
+    redis.call('HSET', KEYS[k], 'status', 'started', 'started_at', ARGV[2])
   end
   data[k - 1] = redis.call('HGET', KEYS[k], 'data')
 end
@@ -74,7 +75,8 @@ return data
 # for `failure_ttl` in RQ's FailedJobRegistry, for operators to look at.
 # KEYS: lease, in-flight list, finished registry, failed registry, started registry, then each done
 # job's hash. ARGV: token, how many in-flight ids to trim, ended_at, result ttl, failure ttl, then
-# per done job: its id and status.
+# per done job: its id and status; then the ids of jobs whose hash cannot be named (`strays`), only
+# taken off the started registry.
 _COMPLETE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
 local n = tonumber(ARGV[2])
@@ -83,6 +85,7 @@ local ended = ARGV[3]
 local result_ttl = tonumber(ARGV[4])
 local failure_ttl = tonumber(ARGV[5])
 local wip, gone = {}, {}
+for i = 6 + 2 * (#KEYS - 5), #ARGV do wip[#wip + 1] = ARGV[i] .. ':ledgerq' end
 for k = 6, #KEYS do
   local i = 6 + 2 * (k - 6)
   local id, status, key = ARGV[i], ARGV[i + 1], KEYS[k]
@@ -126,6 +129,10 @@ class PartitionQueue:
         self._take = redis.register_script(_TAKE)
         self._read = redis.register_script(_READ)
         self._complete = redis.register_script(_COMPLETE)
+        # On a cluster, a job id outside the partition's slot (a forged or foreign id pushed on its
+        # queue) cannot be named in a script with the partition's keys: it is taken as a job without
+        # a hash (refused, marked failed in Postgres' terms) and only its list entries are dropped.
+        self._in_slot = partial(keys.in_partition, partition=partition)
         self.lease_key = keys.lease_key(partition)
         self.inflight_key = keys.inflight_key(partition)
         self.queue_key = keys.queue_key(partition)
@@ -148,11 +155,13 @@ class PartitionQueue:
         try:
             recovered, raw = self._take(keys=self._keys_take, args=[token, limit])
             ids = [_text(i) for i in raw]
-            job_keys = [JOB_KEY_PREFIX + i for i in ids]
-            data = self._read(keys=[self.lease_key, *job_keys], args=[token, recovered, rq_now()]) if ids else []
+            readable = [i for i in ids if self._in_slot(i)]
+            job_keys = [JOB_KEY_PREFIX + i for i in readable]
+            found = self._read(keys=[self.lease_key, *job_keys], args=[token, rq_now()]) if readable else []
         except ResponseError as exc:
             raise _fenced_or(exc, self.partition) from exc
-        return Taken(ids, int(recovered), [d or None for d in data])
+        data = dict(zip(readable, found, strict=True))
+        return Taken(ids, int(recovered), [data.get(i) or None for i in ids])
 
     def wait(self, timeout_s: float) -> None:
         """Block until a job arrives (moving it in flight, where the next `take` finds it first)."""
@@ -162,9 +171,11 @@ class PartitionQueue:
     def complete(self, token: str, done: list[tuple[str, str]], taken: int) -> None:
         """Mark jobs finished/failed in RQ's terms and drop the first `taken` in-flight ids."""
         args: list[str | int | float] = [token, taken, rq_now(), self.result_ttl_s, self.failure_ttl_s]
-        for job_id, status in done:
+        named = [(job_id, status) for job_id, status in done if self._in_slot(job_id)]
+        for job_id, status in named:
             args += [job_id, status]
-        keys = [*self._keys_complete, *(JOB_KEY_PREFIX + job_id for job_id, _ in done)]
+        args += [job_id for job_id, _ in done if not self._in_slot(job_id)]
+        keys = [*self._keys_complete, *(JOB_KEY_PREFIX + job_id for job_id, _ in named)]
         try:
             self._complete(keys=keys, args=args)
         except ResponseError as exc:

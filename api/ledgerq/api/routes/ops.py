@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
@@ -45,7 +45,7 @@ async def readyz(ctx: ContextDep) -> Any:
                 report["redis"]["replicas"] = {"online": online, "required": required, "ok": online >= required}
             states = partition_states(ctx.redis, ctx.settings.redis_keys, ctx.settings.partitions)
             report["partitions"] = {"count": ctx.settings.partitions, "owned": sum(1 for s in states if s.owner)}
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             report["redis"] = {"ok": False, "detail": type(exc).__name__}
         return report
 
