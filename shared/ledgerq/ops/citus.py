@@ -163,8 +163,9 @@ def _foreign_key_gap(table: str, columns: list[str], referred: str, referred_col
 
 
 def distribute_sql(partitions: int) -> list[str]:
-    """The DDL, once `gaps()` is empty: one shard per partition, so each partition's rows are one shard
-    group (shards can then move between nodes with `citus_move_shard_placement`, never re-hashed)."""
+    """The DDL, once `gaps()` is empty: every partition's rows in one shard group (P shards, several
+    partitions to a shard at times; `isolate_tenant_to_new_shard` gives one its own before it is moved
+    with `citus_move_shard_placement`: shards move, rows are never re-hashed)."""
     sql = [f"SELECT create_reference_table('{t}');" for t in REFERENCE]
     sql.append(f"SELECT create_distributed_table('{ANCHOR}', '{DISTRIBUTION_COLUMN}', shard_count => {partitions});")
     sql += [
