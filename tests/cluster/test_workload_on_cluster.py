@@ -5,3 +5,9 @@ import pytest
 from tests.e2e.test_workload import test_random_workload_keeps_every_invariant  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("workers")
+
+
+@pytest.fixture
+def commands_n() -> int:
+    """A third of the single-Redis run's 3,000: the same mix, inside the CI budget."""
+    return 1000
