@@ -43,6 +43,7 @@ def test_the_readme_lists_every_change_the_check_finds(engine: Any) -> None:
     readme = README.read_text()
     found = gaps(engine)
     assert found, "the schema is ready: say so in the README and drop the list"
+    assert f"ledgerq on Citus: {len(found)} schema changes before" in readme
     missing = [g.line() for g in found if f"- {g.line()}" not in readme]
     assert missing == [], missing
     for statement in distribute_sql(4):
