@@ -9,5 +9,5 @@ pytestmark = pytest.mark.usefixtures("workers")
 
 @pytest.fixture
 def commands_n() -> int:
-    """A third of the single-Redis run's 3,000: the same mix, inside the CI budget."""
+    """Half the single-Redis run's 2,000: the same mix, inside the CI budget."""
     return 1000

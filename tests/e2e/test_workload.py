@@ -22,7 +22,7 @@ from tests.conftest import SIGNING_KEY, uid, wait_final
 pytestmark = pytest.mark.usefixtures("workers")
 
 THREADS = 8
-COMMANDS = 3000
+COMMANDS = 2000
 
 
 @pytest.fixture
