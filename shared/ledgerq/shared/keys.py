@@ -67,7 +67,7 @@ class Keys:
 
     def replication_mark_key(self, partition: int) -> str:
         """Written before each WAIT, on the node that holds the partition (`rq_format`)."""
-        return "ledgerq:replication-mark" + (self._part(partition, "") if self.tagged else "")
+        return "ledgerq:replication-mark" + self._part(partition, "")
 
     def job_id(self, command_id: str, partition: int) -> str:
         """RQ job ids allow only [A-Za-z0-9_-]; command ids also allow '.' and ':'. Tagged, the id

@@ -62,10 +62,11 @@ _READ = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('LEDGERQ_FENCED') end
 local data = {}
 for k = 2, #KEYS do
-  if redis.call('HGET', KEYS[k], 'status') == 'queued' then
+  local job = redis.call('HMGET', KEYS[k], 'status', 'data')
+  if job[1] == 'queued' then
     redis.call('HSET', KEYS[k], 'status', 'started', 'started_at', ARGV[2])
   end
-  data[k - 1] = redis.call('HGET', KEYS[k], 'data')
+  data[k - 1] = job[2]
 end
 return data
 """
@@ -131,7 +132,7 @@ class PartitionQueue:
         self._complete = redis.register_script(_COMPLETE)
         # On a cluster, a job id outside the partition's slot (a forged or foreign id pushed on its
         # queue) cannot be named in a script with the partition's keys: it is taken as a job without
-        # a hash (refused, marked failed in Postgres' terms) and only its list entries are dropped.
+        # a hash (refused and quarantined) and only its list and registry entries are dropped.
         self._in_slot = partial(keys.in_partition, partition=partition)
         self.lease_key = keys.lease_key(partition)
         self.inflight_key = keys.inflight_key(partition)
